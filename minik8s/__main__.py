@@ -1,0 +1,5 @@
+import sys
+
+from minik8s.cli import main
+
+sys.exit(main())
