@@ -4,7 +4,7 @@ The order is upstream's: unknown fields are pruned (unless
 ``x-kubernetes-preserve-unknown-fields``), non-nullable nulls dropped and ``default``
 values applied, then the object is validated with ``jsonschema`` (OpenAPI v3.0 is JSON
 Schema draft 4 plus ``nullable`` and the ``x-kubernetes-*`` extensions, translated here).
-Errors are :class:`FieldError` with Kubernetes field paths (``spec.replicas``,
+Errors are :class:`~apiserver.errors.StatusCause` with Kubernetes field paths (``spec.replicas``,
 ``spec.ports[0].port``) and messages in kube-apiserver's words.
 
 :func:`check_schema` is the other half: the validation a CRD's own schema gets before
@@ -21,12 +21,13 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
+
+from apiserver.errors import StatusCause
 
 JsonObject = dict[str, Any]
 
@@ -62,38 +63,26 @@ _VALIDATION_KEYS = frozenset(
 _SCHEMA_LIST_KEYS = ("allOf", "anyOf", "oneOf")
 
 
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    """One invalid field: a Kubernetes ``StatusCause`` (``reason``, ``message``, ``field``)."""
-
-    field: str
-    reason: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}" if self.field else self.message
+def invalid(field: str, value: Any, detail: str) -> StatusCause:
+    return StatusCause("FieldValueInvalid", f"Invalid value: {_render(value)}: {detail}", field)
 
 
-def invalid(field: str, value: Any, detail: str) -> FieldError:
-    return FieldError(field, "FieldValueInvalid", f"Invalid value: {_render(value)}: {detail}")
-
-
-def required(field: str, detail: str = "") -> FieldError:
-    return FieldError(
-        field, "FieldValueRequired", "Required value" + (f": {detail}" if detail else "")
+def required(field: str, detail: str = "") -> StatusCause:
+    return StatusCause(
+        "FieldValueRequired", "Required value" + (f": {detail}" if detail else ""), field
     )
 
 
-def forbidden(field: str, detail: str) -> FieldError:
-    return FieldError(field, "FieldValueForbidden", f"Forbidden: {detail}")
+def forbidden(field: str, detail: str) -> StatusCause:
+    return StatusCause("FieldValueForbidden", f"Forbidden: {detail}", field)
 
 
-def not_supported(field: str, value: Any, supported: Iterable[Any]) -> FieldError:
+def not_supported(field: str, value: Any, supported: Iterable[Any]) -> StatusCause:
     choices = ", ".join(_render(v) for v in supported)
-    return FieldError(
-        field,
+    return StatusCause(
         "FieldValueNotSupported",
         f"Unsupported value: {_render(value)}: supported values: {choices}",
+        field,
     )
 
 
@@ -344,15 +333,15 @@ class ObjectSchema:
             to_json_schema(schema), format_checker=_format_checker
         )
 
-    def admit(self, obj: JsonObject) -> list[FieldError]:
+    def admit(self, obj: JsonObject) -> list[StatusCause]:
         """Prune, default and validate ``obj`` in place; the errors (empty when valid)."""
         prune(obj, self.schema)
         apply_defaults(obj, self.schema)
         return self.validate(obj)
 
-    def validate(self, obj: JsonObject) -> list[FieldError]:
+    def validate(self, obj: JsonObject) -> list[StatusCause]:
         instance = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
-        errors: list[FieldError] = []
+        errors: list[StatusCause] = []
         seen: set[tuple[str, str]] = set()
         for error in self._validator.iter_errors(instance):
             for field_error in _translate(error):
@@ -364,7 +353,7 @@ class ObjectSchema:
         return errors
 
 
-def _translate(error: ValidationError) -> Iterator[FieldError]:
+def _translate(error: ValidationError) -> Iterator[StatusCause]:
     parts = list(error.absolute_path)
     path = field_path(parts)
     name = path or "<root>"
@@ -385,11 +374,11 @@ def _translate(error: ValidationError) -> Iterator[FieldError]:
     if keyword == "type":
         types = expected if isinstance(expected, list) else [expected]
         shown = ",".join(str(t) for t in types if t != "null")
-        yield FieldError(
-            path,
+        yield StatusCause(
             "FieldValueTypeInvalid",
             f"Invalid value: {_render(value)}: {name} in body must be of type {shown}: "
             f'"{_json_type(value)}"',
+            path,
         )
         return
     if keyword == "enum":
@@ -423,11 +412,11 @@ _DETAILS = {
 # --- the CRD's own schema ------------------------------------------------------------
 
 
-def check_schema(schema: Any, base: str) -> list[FieldError]:
+def check_schema(schema: Any, base: str) -> list[StatusCause]:
     """Structural-schema rules for a CRD version's ``openAPIV3Schema`` at field ``base``."""
     if not isinstance(schema, Mapping):
         return [required(base)]
-    errors: list[FieldError] = []
+    errors: list[StatusCause] = []
     if schema.get("type") != "object":
         if not schema.get("type"):
             errors.append(required(f"{base}.type", "must not be empty at the root"))
@@ -444,7 +433,7 @@ def check_schema(schema: Any, base: str) -> list[FieldError]:
 
 
 def _check_node(
-    node: Mapping[str, Any], base: str, errors: list[FieldError], *, specified: bool
+    node: Mapping[str, Any], base: str, errors: list[StatusCause], *, specified: bool
 ) -> None:
     if "$ref" in node:
         errors.append(forbidden(f"{base}.$ref", "$ref is not supported"))
@@ -497,7 +486,7 @@ def _check_node(
         _check_default(node, base, errors)
 
 
-def _check_default(node: Mapping[str, Any], base: str, errors: list[FieldError]) -> None:
+def _check_default(node: Mapping[str, Any], base: str, errors: list[StatusCause]) -> None:
     value = copy.deepcopy(node["default"])
     if isinstance(value, dict):
         _prune_object(value, node, keep=())
