@@ -1,0 +1,81 @@
+"""The admission seam: where webhooks (or any policy) mutate and vet writes.
+
+The registry calls :meth:`Admission.mutate` after defaulting and before validation, and
+:meth:`Admission.validate` after validation and before the object is stored, on create,
+update, patch and delete. ``op`` is ``"CREATE" | "UPDATE" | "DELETE"`` as in
+admission.k8s.io/v1's AdmissionRequest. A denial is :class:`AdmissionDenied`, which the
+registry answers as a Status carrying the policy's own message (upstream's
+``admission webhook "x" denied the request: ...``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from apiserver.resources import Resource
+
+Operation = Literal["CREATE", "UPDATE", "DELETE"]
+
+
+class AdmissionDenied(Exception):
+    """A policy refused the request; ``code`` is the HTTP status (403 unless it says)."""
+
+    def __init__(self, message: str, code: int = 403, reason: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.reason = reason
+
+
+class Admission(Protocol):
+    async def mutate(
+        self,
+        op: Operation,
+        resource: Resource,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        namespace: str | None,
+        name: str,
+        dry_run: bool,
+    ) -> dict[str, Any] | None:
+        """The object to store instead of ``obj``, or None to keep it as it is."""
+
+    async def validate(
+        self,
+        op: Operation,
+        resource: Resource,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        namespace: str | None,
+        name: str,
+        dry_run: bool,
+    ) -> None:
+        """Raise AdmissionDenied to refuse."""
+
+
+class NoAdmission:
+    """The default: every request is admitted unchanged."""
+
+    async def mutate(
+        self,
+        op: Operation,
+        resource: Resource,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        namespace: str | None,
+        name: str,
+        dry_run: bool,
+    ) -> dict[str, Any] | None:
+        return None
+
+    async def validate(
+        self,
+        op: Operation,
+        resource: Resource,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        namespace: str | None,
+        name: str,
+        dry_run: bool,
+    ) -> None:
+        return None
