@@ -1,0 +1,339 @@
+"""ClusterIP allocation: claim an address by creating an IPAddress object named after it.
+
+The same scheme as upstream's IPAddress allocator: the API server's uniqueness of object
+names is the lock. Creating ``networking.k8s.io/v1`` IPAddress ``10.96.0.12`` succeeds for
+exactly one claimant; everybody else gets AlreadyExists and tries the next candidate. No
+bitmap, no repair loop, and any number of operator replicas can allocate at once.
+
+Candidates start at a random offset in the range and wrap around (random start keeps two
+replicas from walking the same sequence in lock-step). The network and broadcast
+addresses are never handed out.
+
+The pure parts (ranges, candidates, claim bodies, which claims are orphaned) are plain
+functions; ``claim_any`` / ``claim_requested`` / ``release`` take a ``ClaimApi``, the
+narrow seam to the API server, so they are unit-tested against an in-memory fake.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+IPADDRESS_API_VERSION = "networking.k8s.io/v1"
+MANAGED_BY_LABEL = "ipaddress.kubernetes.io/managed-by"
+MANAGED_BY = "ipallocator.minik8s.io"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+RawObject = dict[str, Any]
+
+
+class IpamError(Exception):
+    """Base of the allocation errors; each message says what to do next."""
+
+
+class InvalidServiceCIDR(IpamError):
+    pass
+
+
+class InvalidAddress(IpamError):
+    pass
+
+
+class AddressOutOfRange(IpamError):
+    pass
+
+
+class AddressInUse(IpamError):
+    pass
+
+
+class RangeExhausted(IpamError):
+    pass
+
+
+class ClaimExists(Exception):
+    """Raised by a ``ClaimApi`` when the IPAddress object already exists (HTTP 409)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParentRef:
+    """The Service an address is claimed for."""
+
+    namespace: str
+    name: str
+
+    def to_wire(self) -> dict[str, str]:
+        return {"group": "", "resource": "services", "namespace": self.namespace, "name": self.name}
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class ClaimApi(Protocol):
+    """What allocation needs from the API server (IPAddress objects, cluster-scoped)."""
+
+    async def create_claim(self, body: RawObject) -> RawObject:
+        """Create an IPAddress; raise ``ClaimExists`` if the name is taken."""
+        ...
+
+    async def get_claim(self, name: str) -> RawObject | None:
+        """The IPAddress of that name, or None."""
+        ...
+
+    async def delete_claim(self, name: str, *, uid: str | None = None) -> bool:
+        """Delete an IPAddress (only if its uid is ``uid`` when given); False if gone."""
+        ...
+
+
+# -- pure: ranges and candidates ------------------------------------------------------
+
+
+def parse_service_cidr(text: str) -> Network:
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        raise InvalidServiceCIDR(
+            f"service CIDR {text!r} is not valid ({exc}); pass e.g. --service-cidr 10.96.0.0/12"
+        ) from None
+    if net.num_addresses < 4:
+        raise InvalidServiceCIDR(
+            f"service CIDR {text!r} is too small; use at least 4 addresses (a /30, or /126)"
+        )
+    return net
+
+
+def _bounds(net: Network) -> tuple[int, int]:
+    """First and last usable address as integers (inclusive)."""
+    first, last = int(net.network_address), int(net.broadcast_address)
+    # skip the network address; for IPv4 also the broadcast (IPv6 has none)
+    first += 1
+    if net.version == 4:
+        last -= 1
+    return first, last
+
+
+def range_size(net: Network) -> int:
+    first, last = _bounds(net)
+    return last - first + 1
+
+
+def contains(net: Network, ip: Address) -> bool:
+    if ip.version != net.version:
+        return False
+    first, last = _bounds(net)
+    return first <= int(ip) <= last
+
+
+def candidates(net: Network, start: int = 0) -> Iterator[Address]:
+    """Every usable address once, from offset ``start`` (mod the range size), wrapping."""
+    first, _ = _bounds(net)
+    size = range_size(net)
+    start %= size
+    make = ipaddress.IPv4Address if net.version == 4 else ipaddress.IPv6Address
+    for i in range(size):
+        yield make(first + (start + i) % size)
+
+
+def random_start(net: Network, rng: random.Random | None = None) -> int:
+    return (rng or random).randrange(range_size(net))
+
+
+def claim_name(ip: Address) -> str:
+    """The IPAddress object name for an address (its canonical text, as upstream)."""
+    return str(ip)
+
+
+def claim_body(ip: Address, parent: ParentRef) -> RawObject:
+    return {
+        "apiVersion": IPADDRESS_API_VERSION,
+        "kind": "IPAddress",
+        "metadata": {"name": claim_name(ip), "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+        "spec": {"parentRef": parent.to_wire()},
+    }
+
+
+def parent_of(claim: Mapping[str, Any]) -> ParentRef | None:
+    """The Service a claim belongs to, or None if it is not a Service claim."""
+    ref = (claim.get("spec") or {}).get("parentRef") or {}
+    if ref.get("resource") != "services" or (ref.get("group") or "") != "":
+        return None
+    if not ref.get("name"):
+        return None
+    return ParentRef(namespace=ref.get("namespace") or "", name=ref["name"])
+
+
+def parse_requested(text: str, net: Network) -> Address:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidAddress(
+            f"spec.clusterIP {text!r} is not an IP address; leave it empty to get one allocated"
+        ) from None
+    if not contains(net, ip):
+        raise AddressOutOfRange(
+            f"spec.clusterIP {ip} is not in the service CIDR {net} (network and broadcast "
+            "addresses excluded); pick an address in range or leave it empty"
+        )
+    return ip
+
+
+def count_in_range(net: Network, used: Iterable[str]) -> int:
+    n = 0
+    for text in used:
+        try:
+            if contains(net, ipaddress.ip_address(text)):
+                n += 1
+        except ValueError:
+            continue
+    return n
+
+
+# -- claiming (through the ClaimApi seam) ---------------------------------------------
+
+
+async def claim_any(
+    api: ClaimApi,
+    net: Network,
+    parent: ParentRef,
+    *,
+    in_use: Collection[str] = (),
+    rng: random.Random | None = None,
+) -> Address:
+    """Claim a free address for ``parent``.
+
+    ``in_use`` is a hint (e.g. an informer cache of IPAddress names) to skip addresses
+    known to be taken without a round trip; it may be stale either way, because the
+    create is what decides.
+    """
+    size = range_size(net)
+    if len(in_use) >= size and count_in_range(net, in_use) >= size:
+        raise _exhausted(net, size)
+    tried = 0
+    for ip in candidates(net, random_start(net, rng)):
+        name = claim_name(ip)
+        if name in in_use:
+            continue
+        tried += 1
+        try:
+            await api.create_claim(claim_body(ip, parent))
+        except ClaimExists:
+            logger.debug("ClusterIP %s already claimed, trying the next one", ip)
+            continue
+        logger.debug("claimed %s for %s after %d attempt(s)", ip, parent, tried)
+        return ip
+    raise _exhausted(net, size)
+
+
+def _exhausted(net: Network, size: int) -> RangeExhausted:
+    return RangeExhausted(
+        f"no free ClusterIP left in service CIDR {net} ({size} addresses, all claimed); "
+        "delete unused Services or restart the operators with a larger --service-cidr"
+    )
+
+
+async def claim_requested(api: ClaimApi, net: Network, text: str, parent: ParentRef) -> Address:
+    """Claim the address a user asked for, or refuse it with a clear message.
+
+    A claim that already belongs to the same Service is accepted (idempotent retries of
+    the same create, or the webhook and the fallback handler both seeing the Service).
+    """
+    ip = parse_requested(text, net)
+    try:
+        await api.create_claim(claim_body(ip, parent))
+        return ip
+    except ClaimExists:
+        pass
+    existing = await api.get_claim(claim_name(ip))
+    if existing is None:  # released between our create and get: try once more
+        try:
+            await api.create_claim(claim_body(ip, parent))
+            return ip
+        except ClaimExists:
+            existing = await api.get_claim(claim_name(ip))
+    owner = parent_of(existing) if existing else None
+    if owner == parent:
+        return ip
+    raise AddressInUse(
+        f"spec.clusterIP {ip} is already allocated"
+        + (f" to Service {owner}" if owner else "")
+        + "; pick another address or leave spec.clusterIP empty"
+    )
+
+
+async def release(api: ClaimApi, ip_text: str, parent: ParentRef) -> bool:
+    """Delete the claim on ``ip_text`` if it belongs to ``parent``; True if deleted."""
+    try:
+        ip = ipaddress.ip_address(ip_text)
+    except ValueError:
+        return False
+    existing = await api.get_claim(claim_name(ip))
+    if existing is None or parent_of(existing) != parent:
+        return False
+    uid = (existing.get("metadata") or {}).get("uid")
+    return await api.delete_claim(claim_name(ip), uid=uid)
+
+
+# -- the sweep (pure) -----------------------------------------------------------------
+
+
+def service_addresses(service: Mapping[str, Any]) -> set[str]:
+    spec = service.get("spec") or {}
+    ips = {ip for ip in spec.get("clusterIPs") or [] if ip and ip != "None"}
+    if spec.get("clusterIP") and spec["clusterIP"] != "None":
+        ips.add(spec["clusterIP"])
+    return ips
+
+
+def _created_at(obj: Mapping[str, Any]) -> datetime | None:
+    text = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def orphaned_claims(
+    claims: Iterable[Mapping[str, Any]],
+    services: Iterable[Mapping[str, Any]],
+    *,
+    now: datetime,
+    grace: timedelta,
+) -> list[Mapping[str, Any]]:
+    """Our claims that no Service holds, older than ``grace``.
+
+    ``services`` must be listed *after* ``claims``: a claim younger than the grace period
+    may belong to a create still in flight (claimed by the webhook, not yet stored) and
+    is kept; an older one whose Service is gone, or whose Service holds another address
+    (a crash between claim and store, a create rejected after admission), is orphaned.
+    """
+    held: dict[ParentRef, set[str]] = {}
+    for svc in services:
+        meta = svc.get("metadata") or {}
+        ref = ParentRef(namespace=meta.get("namespace") or "", name=meta.get("name") or "")
+        held.setdefault(ref, set()).update(service_addresses(svc))
+    orphans: list[Mapping[str, Any]] = []
+    for claim in claims:
+        meta = claim.get("metadata") or {}
+        if (meta.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+            continue
+        parent = parent_of(claim)
+        if parent is None:
+            continue
+        if meta.get("name") in held.get(parent, set()):
+            continue
+        created = _created_at(claim)
+        if created is None or now - created < grace:
+            continue
+        orphans.append(claim)
+    return orphans

@@ -1,0 +1,214 @@
+"""ClusterIP allocation: ranges, candidates, claims through an in-memory ClaimApi."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from operators import ipam
+from operators.ipam import ClaimExists, ParentRef
+
+WEB = ParentRef("default", "web")
+OTHER = ParentRef("default", "other")
+
+
+class FakeClaims:
+    """IPAddress objects by name; create is atomic per name, like the API server."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.creates = 0
+        self._uid = 0
+
+    async def create_claim(self, body: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0)  # let concurrent claimants interleave
+        self.creates += 1
+        name = body["metadata"]["name"]
+        if name in self.objects:
+            raise ClaimExists(name)
+        self._uid += 1
+        stored = {**body, "metadata": {**body["metadata"], "uid": f"uid-{self._uid}"}}
+        self.objects[name] = stored
+        return stored
+
+    async def get_claim(self, name: str) -> dict[str, Any] | None:
+        return self.objects.get(name)
+
+    async def delete_claim(self, name: str, *, uid: str | None = None) -> bool:
+        obj = self.objects.get(name)
+        if obj is None or (uid is not None and obj["metadata"]["uid"] != uid):
+            return False
+        del self.objects[name]
+        return True
+
+
+def test_ipv4_range_skips_network_and_broadcast() -> None:
+    net = ipam.parse_service_cidr("10.10.0.0/29")
+    ips = [str(ip) for ip in ipam.candidates(net)]
+    assert ips == [f"10.10.0.{i}" for i in range(1, 7)]
+    assert ipam.range_size(ipam.parse_service_cidr(ipam.DEFAULT_SERVICE_CIDR)) == 2**20 - 2
+
+
+def test_candidates_start_at_the_offset_and_wrap_once_through_the_range() -> None:
+    net = ipam.parse_service_cidr("10.10.0.0/29")
+    ips = [str(ip) for ip in ipam.candidates(net, start=4)]
+    assert ips == ["10.10.0.5", "10.10.0.6", "10.10.0.1", "10.10.0.2", "10.10.0.3", "10.10.0.4"]
+
+
+def test_ipv6_range_skips_only_the_network_address() -> None:
+    net = ipam.parse_service_cidr("fd00::/126")
+    assert [str(ip) for ip in ipam.candidates(net)] == ["fd00::1", "fd00::2", "fd00::3"]
+
+
+@pytest.mark.parametrize("text", ["10.96.0.1/12", "not-a-cidr", "10.0.0.0/32"])
+def test_invalid_service_cidr_is_refused_with_an_example(text: str) -> None:
+    with pytest.raises(ipam.InvalidServiceCIDR, match=r"service CIDR .* (not valid|too small)"):
+        ipam.parse_service_cidr(text)
+
+
+def test_claim_body_names_the_address_and_points_at_the_service() -> None:
+    body = ipam.claim_body(ipaddress.ip_address("10.96.0.12"), WEB)
+    assert body["apiVersion"] == "networking.k8s.io/v1"
+    assert body["kind"] == "IPAddress"
+    assert body["metadata"]["name"] == "10.96.0.12"
+    assert body["metadata"]["labels"] == {ipam.MANAGED_BY_LABEL: ipam.MANAGED_BY}
+    assert body["spec"]["parentRef"] == {
+        "group": "",
+        "resource": "services",
+        "namespace": "default",
+        "name": "web",
+    }
+    assert ipam.parent_of(body) == WEB
+
+
+async def test_claim_moves_to_the_next_candidate_on_already_exists() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.10.0.0/29")
+    start = ipam.random_start(net, random.Random(7))
+    first = next(ipam.candidates(net, start))
+    await api.create_claim(ipam.claim_body(first, OTHER))
+    ip = await ipam.claim_any(api, net, WEB, rng=random.Random(7))
+    assert ip != first
+    assert ip == list(ipam.candidates(net, start))[1]
+    assert ipam.parent_of(api.objects[str(ip)]) == WEB
+
+
+async def test_claim_skips_addresses_known_in_use_without_a_round_trip() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.10.0.0/29")
+    order = list(ipam.candidates(net, ipam.random_start(net, random.Random(3))))
+    ip = await ipam.claim_any(api, net, WEB, in_use={str(order[0])}, rng=random.Random(3))
+    assert ip == order[1]
+    assert api.creates == 1
+
+
+async def test_exhausted_range_is_a_clear_error() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.10.0.0/30")
+    assert {str(await ipam.claim_any(api, net, WEB)) for _ in range(2)} == {
+        "10.10.0.1",
+        "10.10.0.2",
+    }
+    with pytest.raises(ipam.RangeExhausted, match=r"10\.10\.0\.0/30.*--service-cidr"):
+        await ipam.claim_any(api, net, WEB)
+
+
+async def test_exhaustion_known_from_the_hint_makes_no_requests() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.10.0.0/30")
+    with pytest.raises(ipam.RangeExhausted):
+        await ipam.claim_any(api, net, WEB, in_use={"10.10.0.1", "10.10.0.2"})
+    assert api.creates == 0
+
+
+async def test_concurrent_claimants_get_distinct_addresses() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.10.0.0/24")
+    parents = [ParentRef("default", f"s{i}") for i in range(254)]
+    ips = await asyncio.gather(*(ipam.claim_any(api, net, p) for p in parents))
+    assert len({str(ip) for ip in ips}) == 254
+    assert {ipam.parent_of(obj) for obj in api.objects.values()} == set(parents)
+
+
+async def test_requested_address_is_claimed() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.96.0.0/12")
+    ip = await ipam.claim_requested(api, net, "10.96.0.10", WEB)
+    assert str(ip) == "10.96.0.10"
+    assert ipam.parent_of(api.objects["10.96.0.10"]) == WEB
+
+
+async def test_requested_address_held_by_another_service_is_refused() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.96.0.0/12")
+    await ipam.claim_requested(api, net, "10.96.0.10", OTHER)
+    with pytest.raises(ipam.AddressInUse, match=r"10\.96\.0\.10 is already allocated.*other"):
+        await ipam.claim_requested(api, net, "10.96.0.10", WEB)
+
+
+async def test_requested_address_already_held_by_the_same_service_is_accepted() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.96.0.0/12")
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB)
+    assert str(await ipam.claim_requested(api, net, "10.96.0.10", WEB)) == "10.96.0.10"
+
+
+@pytest.mark.parametrize(
+    "text", ["10.112.0.0", "10.96.0.0", "192.168.1.1", "10.111.255.255", "fd00::1"]
+)
+async def test_requested_address_out_of_range_is_refused(text: str) -> None:
+    with pytest.raises(ipam.AddressOutOfRange, match=r"not in the service CIDR 10\.96\.0\.0/12"):
+        await ipam.claim_requested(FakeClaims(), ipam.parse_service_cidr("10.96.0.0/12"), text, WEB)
+
+
+async def test_requested_garbage_is_refused() -> None:
+    with pytest.raises(ipam.InvalidAddress, match="not an IP address"):
+        await ipam.claim_requested(FakeClaims(), ipam.parse_service_cidr("10.96.0.0/12"), "x", WEB)
+
+
+async def test_release_deletes_only_the_owners_claim() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.96.0.0/12")
+    await ipam.claim_requested(api, net, "10.96.0.10", OTHER)
+    assert await ipam.release(api, "10.96.0.10", WEB) is False
+    assert "10.96.0.10" in api.objects
+    assert await ipam.release(api, "10.96.0.10", OTHER) is True
+    assert api.objects == {}
+
+
+def _claim(name: str, parent: ParentRef, age: timedelta, now: datetime) -> dict[str, Any]:
+    body = ipam.claim_body(ipaddress.ip_address(name), parent)
+    body["metadata"]["creationTimestamp"] = (now - age).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return body
+
+
+def _service(parent: ParentRef, ip: str | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"clusterIP": ip, "clusterIPs": [ip]} if ip else {}
+    return {"metadata": {"namespace": parent.namespace, "name": parent.name}, "spec": spec}
+
+
+def test_sweep_finds_claims_whose_service_is_gone_or_holds_another_address() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    old = timedelta(minutes=5)
+    claims = [
+        _claim("10.96.0.1", WEB, old, now),  # held
+        _claim("10.96.0.2", WEB, old, now),  # web holds .1, not .2: orphan
+        _claim("10.96.0.3", OTHER, old, now),  # service gone: orphan
+        _claim("10.96.0.4", OTHER, timedelta(seconds=2), now),  # in flight: kept
+    ]
+    orphans = ipam.orphaned_claims(
+        claims, [_service(WEB, "10.96.0.1")], now=now, grace=timedelta(seconds=30)
+    )
+    assert [c["metadata"]["name"] for c in orphans] == ["10.96.0.2", "10.96.0.3"]
+
+
+def test_sweep_leaves_claims_it_does_not_manage() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    foreign = _claim("10.96.0.1", WEB, timedelta(hours=1), now)
+    foreign["metadata"]["labels"] = {ipam.MANAGED_BY_LABEL: "someone-else"}
+    assert ipam.orphaned_claims([foreign], [], now=now, grace=timedelta(seconds=1)) == []
