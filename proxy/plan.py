@@ -1,0 +1,255 @@
+"""The plan from the actual IPVS state to the desired one (pure), and its thin apply.
+
+``plan(desired, actual, owns)`` lists the operations, in an order that keeps traffic
+flowing: services are added or edited in place (never deleted and re-added), their
+destinations reconciled, the VIP bound; then what is no longer wanted is deleted and
+unbound. Only what ``owns(address)`` accepts is touched, so foreign IPVS services and
+addresses survive. Invariant (tested): after applying a plan, the next plan is empty.
+
+``apply(ops, backend)`` is the only place that performs them; ``record(state, ops)`` plays
+the same operations on an in-memory model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from proxy.state import (
+    DestinationSpec,
+    IpvsState,
+    RealServer,
+    Service,
+    ServiceSpec,
+    Touched,
+    VirtualServer,
+)
+
+if TYPE_CHECKING:
+    from proxy.ipvs import IpvsBackend
+
+
+@dataclass(frozen=True, slots=True)
+class AddService:
+    vs: VirtualServer
+    spec: ServiceSpec
+
+    def __str__(self) -> str:
+        return f"add service {self.vs} ({self.spec})"
+
+
+@dataclass(frozen=True, slots=True)
+class EditService:
+    vs: VirtualServer
+    spec: ServiceSpec
+
+    def __str__(self) -> str:
+        return f"edit service {self.vs} ({self.spec})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteService:
+    vs: VirtualServer
+
+    def __str__(self) -> str:
+        return f"delete service {self.vs}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddDestination:
+    vs: VirtualServer
+    rs: RealServer
+    spec: DestinationSpec
+
+    def __str__(self) -> str:
+        return f"add destination {self.rs} to {self.vs} ({self.spec})"
+
+
+@dataclass(frozen=True, slots=True)
+class EditDestination:
+    vs: VirtualServer
+    rs: RealServer
+    spec: DestinationSpec
+
+    def __str__(self) -> str:
+        return f"edit destination {self.rs} of {self.vs} ({self.spec})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteDestination:
+    vs: VirtualServer
+    rs: RealServer
+
+    def __str__(self) -> str:
+        return f"delete destination {self.rs} from {self.vs}"
+
+
+@dataclass(frozen=True, slots=True)
+class BindAddress:
+    address: str
+
+    def __str__(self) -> str:
+        return f"bind {self.address}/32 on kube-ipvs0"
+
+
+@dataclass(frozen=True, slots=True)
+class UnbindAddress:
+    address: str
+
+    def __str__(self) -> str:
+        return f"unbind {self.address} from kube-ipvs0"
+
+
+Op = (
+    AddService
+    | EditService
+    | DeleteService
+    | AddDestination
+    | EditDestination
+    | DeleteDestination
+    | BindAddress
+    | UnbindAddress
+)
+
+
+def plan(
+    desired: IpvsState,
+    actual: IpvsState,
+    owns: Callable[[str], bool],
+    touched: Touched | None = None,
+) -> list[Op]:
+    """The operations that turn ``actual`` into ``desired`` for every address ``owns``.
+
+    With ``touched``, only those virtual servers and addresses are compared: the cost
+    follows the change. Without it, everything in either state is.
+    """
+    if touched is None:
+        virtual_servers: Iterable[VirtualServer] = desired.services.keys() | actual.services.keys()
+        addresses: Iterable[str] = desired.addresses | actual.addresses
+    else:
+        virtual_servers = touched.virtual_servers
+        addresses = touched.addresses
+
+    upserts: list[Op] = []
+    destination_ops: list[Op] = []
+    deletes: list[Op] = []
+    for vs in sorted(virtual_servers):
+        if not owns(vs.address):
+            continue
+        want = desired.services.get(vs)
+        have = actual.services.get(vs)
+        if want is None:
+            if have is not None:
+                deletes.append(DeleteService(vs))
+            continue
+        if have is None:
+            upserts.append(AddService(vs, want.spec))
+            have = Service(want.spec)
+        elif have.spec != want.spec:
+            upserts.append(EditService(vs, want.spec))
+        destination_ops.extend(_destination_ops(vs, want, have))
+
+    binds: list[Op] = []
+    unbinds: list[Op] = []
+    for address in sorted(addresses):
+        if not owns(address):
+            continue
+        wanted = address in desired.addresses
+        bound = address in actual.addresses
+        if wanted and not bound:
+            binds.append(BindAddress(address))
+        elif bound and not wanted:
+            unbinds.append(UnbindAddress(address))
+    return upserts + destination_ops + binds + deletes + unbinds
+
+
+def _destination_ops(vs: VirtualServer, want: Service, have: Service) -> list[Op]:
+    ops: list[Op] = []
+    for rs in sorted(have.destinations.keys() - want.destinations.keys()):
+        ops.append(DeleteDestination(vs, rs))
+    for rs, spec in sorted(want.destinations.items()):
+        current = have.destinations.get(rs)
+        if current is None:
+            ops.append(AddDestination(vs, rs, spec))
+        elif current != spec:
+            ops.append(EditDestination(vs, rs, spec))
+    return ops
+
+
+class ApplyError(Exception):
+    """Some operations failed; the others were applied. ``failed`` pairs each failed
+    operation with its error, ``applied`` lists those that succeeded."""
+
+    def __init__(self, applied: list[Op], failed: list[tuple[Op, Exception]]) -> None:
+        self.applied = applied
+        self.failed = failed
+        first_op, first_error = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        super().__init__(f"{first_op} failed: {first_error}{more}")
+
+
+def apply(ops: Iterable[Op], backend: IpvsBackend) -> list[Op]:
+    """Perform ``ops`` on ``backend`` in order; return the applied ones.
+
+    A failed operation does not stop the others; :class:`ApplyError` is raised at the
+    end listing every failure (a destination of a service that could not be created
+    fails on its own, with the kernel's "no such process").
+    """
+    applied: list[Op] = []
+    failed: list[tuple[Op, Exception]] = []
+    for op in ops:
+        try:
+            _perform(op, backend)
+        except Exception as exc:  # recorded per operation, raised below as ApplyError
+            failed.append((op, exc))
+        else:
+            applied.append(op)
+    if failed:
+        raise ApplyError(applied, failed)
+    return applied
+
+
+def _perform(op: Op, backend: IpvsBackend) -> None:
+    match op:
+        case AddService(vs, spec):
+            backend.add_service(vs, spec)
+        case EditService(vs, spec):
+            backend.edit_service(vs, spec)
+        case DeleteService(vs):
+            backend.delete_service(vs)
+        case AddDestination(vs, rs, spec):
+            backend.add_destination(vs, rs, spec)
+        case EditDestination(vs, rs, spec):
+            backend.edit_destination(vs, rs, spec)
+        case DeleteDestination(vs, rs):
+            backend.delete_destination(vs, rs)
+        case BindAddress(address):
+            backend.bind_address(address)
+        case UnbindAddress(address):
+            backend.unbind_address(address)
+
+
+def record(state: IpvsState, ops: Iterable[Op]) -> IpvsState:
+    """Play ``ops`` on an in-memory state (mutated and returned), leniently."""
+    for op in ops:
+        match op:
+            case AddService(vs, spec) | EditService(vs, spec):
+                service = state.services.get(vs)
+                if service is None:
+                    state.services[vs] = Service(spec)
+                else:
+                    service.spec = spec
+            case DeleteService(vs):
+                state.services.pop(vs, None)
+            case AddDestination(vs, rs, spec) | EditDestination(vs, rs, spec):
+                state.services.setdefault(vs, Service(ServiceSpec())).destinations[rs] = spec
+            case DeleteDestination(vs, rs):
+                service = state.services.get(vs)
+                if service is not None:
+                    service.destinations.pop(rs, None)
+            case BindAddress(address):
+                state.addresses.add(address)
+            case UnbindAddress(address):
+                state.addresses.discard(address)
+    return state
