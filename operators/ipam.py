@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from minik8s.client import AlreadyExists, ApiClient, Conflict, NotFound
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
@@ -337,3 +339,43 @@ def orphaned_claims(
             continue
         orphans.append(claim)
     return orphans
+
+
+# -- the ClaimApi over the project's API client ---------------------------------------
+
+
+class ApiClaims:
+    """``ClaimApi`` on ``minik8s.client.ApiClient``: IPAddress objects on the apiserver."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    async def create_claim(self, body: RawObject) -> RawObject:
+        try:
+            return await self.api.create(IPADDRESS_API_VERSION, "ipaddresses", body)
+        except AlreadyExists:
+            raise ClaimExists(body["metadata"]["name"]) from None
+
+    async def get_claim(self, name: str) -> RawObject | None:
+        try:
+            return await self.api.get(IPADDRESS_API_VERSION, "ipaddresses", name)
+        except NotFound:
+            return None
+
+    async def delete_claim(self, name: str, *, uid: str | None = None) -> bool:
+        try:
+            await self.api.delete(
+                IPADDRESS_API_VERSION,
+                "ipaddresses",
+                name,
+                preconditions={"uid": uid} if uid else None,
+            )
+        except (NotFound, Conflict):
+            return False
+        return True
+
+    async def list_claims(self) -> list[RawObject]:
+        items, _ = await self.api.list(
+            IPADDRESS_API_VERSION, "ipaddresses", label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+        )
+        return items

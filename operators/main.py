@@ -1,0 +1,198 @@
+"""``minik8s operators``: the service and endpoint operators in one kopf process.
+
+For ``minik8s up`` (or a test) there is :func:`serve`, a coroutine that runs until
+cancelled and sets ``ready`` once kopf has started; the webhook server listens on
+loopback (plain HTTP) and kopf registers it in the MutatingWebhookConfiguration named
+``--webhook-config`` (managed mode), so the apiserver calls it on every Service CREATE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WEBHOOK_CONFIG = "minik8s-operators.minik8s.io"
+DEFAULT_SWEEP_INTERVAL = 30.0
+DEFAULT_CLAIM_GRACE = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorOptions:
+    kubeconfig: str | None = None
+    service_cidr: str = "10.96.0.0/12"
+    webhook: bool = True
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 0  # 0 = a free port, published in the webhook configuration
+    webhook_config: str = DEFAULT_WEBHOOK_CONFIG
+    standalone: bool = True
+    peering: str | None = None
+    sweep_interval: float = DEFAULT_SWEEP_INTERVAL
+    claim_grace: float = DEFAULT_CLAIM_GRACE
+    verbose: bool = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from operators.ipam import DEFAULT_SERVICE_CIDR
+
+    parser.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG, ~/.minik8s)")
+    parser.add_argument(
+        "--service-cidr",
+        default=DEFAULT_SERVICE_CIDR,
+        help=f"range ClusterIPs are allocated from (default {DEFAULT_SERVICE_CIDR})",
+    )
+    parser.add_argument(
+        "--webhook-host", default="127.0.0.1", help="address the admission webhook listens on"
+    )
+    parser.add_argument(
+        "--webhook-port", type=int, default=0, help="admission webhook port (0: a free one)"
+    )
+    parser.add_argument(
+        "--webhook-config",
+        default=DEFAULT_WEBHOOK_CONFIG,
+        help="name of the MutatingWebhookConfiguration kopf manages",
+    )
+    parser.add_argument(
+        "--no-webhook",
+        dest="webhook",
+        action="store_false",
+        help="no admission webhook: allocate after the Service is stored",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--standalone",
+        dest="peering",
+        action="store_const",
+        const=None,
+        help="run without kopf peering (default; replicas are safe: claims are atomic)",
+    )
+    mode.add_argument(
+        "--peering", metavar="NAME", help="coordinate with other replicas via kopf peering NAME"
+    )
+    parser.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=DEFAULT_SWEEP_INTERVAL,
+        help="seconds between sweeps of orphaned ClusterIP claims",
+    )
+    parser.add_argument(
+        "--claim-grace",
+        type=float,
+        default=DEFAULT_CLAIM_GRACE,
+        help="age in seconds before an unheld claim is orphaned (covers in-flight creates)",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> OperatorOptions:
+    return OperatorOptions(
+        kubeconfig=args.kubeconfig,
+        service_cidr=args.service_cidr,
+        webhook=args.webhook,
+        webhook_host=args.webhook_host,
+        webhook_port=args.webhook_port,
+        webhook_config=args.webhook_config,
+        standalone=args.peering is None,
+        peering=args.peering,
+        sweep_interval=args.sweep_interval,
+        claim_grace=args.claim_grace,
+        verbose=bool(getattr(args, "verbose", False)),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from minik8s.config import KubeconfigError
+    from operators.ipam import InvalidServiceCIDR
+
+    options = options_from_args(args)
+    try:
+        asyncio.run(serve(options))
+    except (KubeconfigError, InvalidServiceCIDR) as exc:
+        logger.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) -> None:
+    """Run both operators (and the claim sweeper) until cancelled or stopped."""
+    import kopf
+
+    from minik8s.client import ApiClient
+    from minik8s.config import load_kubeconfig, resolve_kubeconfig_path
+    from operators import endpoint_operator, ipam, service_operator
+
+    network = ipam.parse_service_cidr(options.service_cidr)
+    cluster = load_kubeconfig(options.kubeconfig)
+    if not options.verbose:
+        # kopf logs every handler run at INFO; keep our own outcomes, its warnings
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=cluster.server,
+            token=cluster.token,
+            scheme="Bearer" if cluster.token else None,
+            ca_path=cluster.certificate_authority,
+            insecure=cluster.insecure_skip_tls_verify or None,
+            default_namespace=cluster.namespace,
+        )
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        if options.webhook:
+            settings.admission.server = kopf.WebhookServer(
+                addr=options.webhook_host,
+                port=options.webhook_port or None,
+                insecure=True,
+            )
+            settings.admission.managed = options.webhook_config
+        if options.peering:
+            settings.peering.name = options.peering
+            settings.peering.mandatory = True
+            settings.peering.clusterwide = True
+
+    api = ApiClient.from_kubeconfig(resolve_kubeconfig_path(options.kubeconfig))
+    allocator = service_operator.ServiceAllocator(api, network)
+    service_operator.register(registry, allocator, webhook=options.webhook)
+    endpoint_operator.register(registry, endpoint_operator.EndpointReconciler(api))
+    sweeper = service_operator.Sweeper(
+        allocator, interval=options.sweep_interval, grace=options.claim_grace
+    )
+
+    ready_flag = asyncio.Event()
+    logger.info(
+        "operators starting against %s: ClusterIPs from %s, webhook %s",
+        cluster.server,
+        network,
+        f"{options.webhook_host} ({options.webhook_config})" if options.webhook else "off",
+    )
+    sweep_task = asyncio.create_task(sweeper.run(), name="clusterip-sweeper")
+    ready_task = asyncio.create_task(_relay(ready_flag, ready), name="operators-ready")
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=True,
+            standalone=options.peering is None,
+            peering_name=options.peering,
+            ready_flag=ready_flag,
+        )
+    finally:
+        for task in (sweep_task, ready_task):
+            task.cancel()
+        await asyncio.gather(sweep_task, ready_task, return_exceptions=True)
+        await api.close()
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event | None) -> None:
+    await source.wait()
+    logger.info("operators ready")
+    if target is not None:
+        target.set()
