@@ -23,6 +23,7 @@ from proxy.state import (
 SCHEDULERS = frozenset(
     {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"}
 )
+SCHEDULER_NAME_MAX = 16  # IP_VS_SCHEDNAME_MAXLEN, with its NUL: longer names are EINVAL
 
 
 def _fail(action: str, code: int) -> IpvsError:
@@ -51,6 +52,8 @@ class FakeBackend:
 
     def add_service(self, vs: VirtualServer, spec: ServiceSpec) -> None:
         action = f"add IPVS service {vs}"
+        if len(spec.scheduler) >= SCHEDULER_NAME_MAX:
+            raise _fail(action, errno.EINVAL)
         if spec.scheduler not in SCHEDULERS:
             raise _fail(action, errno.ENOENT)
         if vs in self.state.services:
@@ -63,6 +66,8 @@ class FakeBackend:
         service = self.state.services.get(vs)
         if service is None:
             raise _fail(action, errno.ESRCH)
+        if len(spec.scheduler) >= SCHEDULER_NAME_MAX:
+            raise _fail(action, errno.EINVAL)
         if spec.scheduler not in SCHEDULERS:
             raise _fail(action, errno.ENOENT)
         self.calls += 1
