@@ -127,7 +127,7 @@ def validate_crd(crd: RawObject, old: RawObject | None = None) -> list[StatusCau
     elif strategy != "None":
         errors.append(not_supported("spec.conversion.strategy", strategy, ["None", "Webhook"]))
     if old is not None:
-        errors.extend(_validate_update(crd, old))
+        errors.extend(validate_crd_update(crd, old))
     return errors
 
 
@@ -246,7 +246,7 @@ def _validate_column(column: Any, base: str) -> list[StatusCause]:
     return errors
 
 
-def _validate_update(crd: RawObject, old: RawObject) -> list[StatusCause]:
+def validate_crd_update(crd: RawObject, old: RawObject) -> list[StatusCause]:
     errors: list[StatusCause] = []
     spec, old_spec = crd.get("spec") or {}, old.get("spec") or {}
     for key in ("group", "scope"):

@@ -131,6 +131,47 @@ def prune(obj: JsonObject, schema: Mapping[str, Any]) -> JsonObject:
     return obj
 
 
+def unknown_fields(obj: JsonObject, schema: Mapping[str, Any]) -> list[str]:
+    """The paths pruning would drop (``spec.bogus``), for ``fieldValidation=Strict``."""
+    found: list[str] = []
+    _unknown_object(obj, schema, "", found, keep=_OBJECT_KEYS)
+    return found
+
+
+def _unknown(value: Any, schema: Mapping[str, Any], path: str, found: list[str]) -> None:
+    if isinstance(value, dict):
+        embedded = schema.get("x-kubernetes-embedded-resource") is True
+        _unknown_object(value, schema, path, found, keep=_OBJECT_KEYS if embedded else ())
+    elif isinstance(value, list):
+        items = schema.get("items")
+        if isinstance(items, Mapping):
+            for index, item in enumerate(value):
+                _unknown(item, items, f"{path}[{index}]", found)
+
+
+def _unknown_object(
+    value: JsonObject,
+    schema: Mapping[str, Any],
+    path: str,
+    found: list[str],
+    *,
+    keep: Sequence[str],
+) -> None:
+    properties = schema.get("properties") or {}
+    additional = schema.get("additionalProperties")
+    preserve = schema.get("x-kubernetes-preserve-unknown-fields") is True
+    for key, item in value.items():
+        child = f"{path}.{key}" if path else key
+        if key in keep:
+            continue
+        if key in properties:
+            _unknown(item, properties[key], child, found)
+        elif isinstance(additional, Mapping):
+            _unknown(item, additional, child, found)
+        elif not (preserve or additional is True):
+            found.append(child)
+
+
 def _prune(value: Any, schema: Mapping[str, Any]) -> None:
     if isinstance(value, dict):
         if schema.get("x-kubernetes-embedded-resource") is True:

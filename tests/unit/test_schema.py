@@ -237,3 +237,10 @@ def test_known_formats_are_checked() -> None:
     errors = schema.admit(obj({"at": "yesterday", "ip": "10.0.0.300"}))
     assert [e.field for e in errors] == ["spec.at", "spec.ip"]
     assert "must be of type date-time" in errors[0].message
+
+
+def test_unknown_fields_lists_what_pruning_would_drop() -> None:
+    from apiserver.schema import unknown_fields
+
+    o = obj({"image": "x", "bogus": 1, "ports": [{"port": 1, "junk": True}], "extra": {"k": 1}})
+    assert unknown_fields(o, SCHEMA) == ["spec.bogus", "spec.ports[0].junk"]
