@@ -49,6 +49,19 @@ class Compacted(StorageError):
         self.compacted = compacted
 
 
+class InvalidContinue(StorageError):
+    """A list continue token that this store did not write (or for another prefix)."""
+
+
+class TooLargeRevision(StorageError):
+    """A read asked for a revision the store has not reached yet."""
+
+    def __init__(self, key: str, requested: int, current: int) -> None:
+        super().__init__(key, f"too large resource version: {requested}, current: {current}")
+        self.requested = requested
+        self.current = current
+
+
 class Unavailable(StorageError):
     """The backend cannot be reached (etcd down, database closed)."""
 
@@ -102,9 +115,7 @@ class Storage(Protocol):
     async def get(self, key: str, *, revision: int = 0) -> RawObject:
         """The object at ``revision`` (0: latest). NotFound, Compacted."""
 
-    async def list(
-        self, prefix: str, *, revision: int = 0, limit: int = 0, cont: str = ""
-    ) -> Page:
+    async def list(self, prefix: str, *, revision: int = 0, limit: int = 0, cont: str = "") -> Page:
         """Live objects under prefix at one revision (0: latest), in key order.
 
         ``limit`` 0 means all. ``cont`` continues a previous page (its revision wins).

@@ -1,0 +1,1 @@
+"""Helpers the test tiers share: real components started on free loopback ports."""
