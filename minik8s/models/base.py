@@ -44,6 +44,9 @@ class KubeModel(BaseModel):
         extra="allow",
     )
 
+    OPEN: ClassVar[bool] = False
+    """True when extra fields are part of the type (a volume's source), not unknown fields."""
+
     def to_wire(self) -> dict[str, Any]:
         """The Kubernetes JSON form: wire names, no unset fields."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

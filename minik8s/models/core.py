@@ -6,7 +6,7 @@ as an extra field (``extra="allow"``), so objects round-trip whole.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -65,6 +65,7 @@ class EnvVar(KubeModel):
 class VolumeMount(KubeModel):
     name: str
     read_only: bool | None = None
+    recursive_read_only: str | None = None
     mount_path: str
     sub_path: str | None = None
     mount_propagation: str | None = None
@@ -73,6 +74,8 @@ class VolumeMount(KubeModel):
 
 class Volume(KubeModel):
     """A named volume; its source (emptyDir, configMap, ...) is kept as an extra field."""
+
+    OPEN: ClassVar[bool] = True
 
     name: str
 
@@ -93,6 +96,7 @@ class Probe(KubeModel):
 class ResourceRequirements(KubeModel):
     limits: dict[str, Quantity] | None = None
     requests: dict[str, Quantity] | None = None
+    claims: list[dict[str, Any]] | None = None
 
 
 class Container(KubeModel):
@@ -106,6 +110,9 @@ class Container(KubeModel):
     env: list[EnvVar] | None = None
     resources: ResourceRequirements | None = None
     volume_mounts: list[VolumeMount] | None = None
+    resize_policy: list[dict[str, Any]] | None = None
+    restart_policy: str | None = None
+    volume_devices: list[dict[str, Any]] | None = None
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
     startup_probe: Probe | None = None
@@ -135,6 +142,7 @@ class PodSpec(KubeModel):
     volumes: list[Volume] | None = None
     init_containers: list[Container] | None = None
     containers: list[Container]
+    ephemeral_containers: list[dict[str, Any]] | None = None
     restart_policy: str | None = None
     termination_grace_period_seconds: int | None = None
     active_deadline_seconds: int | None = None
@@ -162,6 +170,15 @@ class PodSpec(KubeModel):
     enable_service_links: bool | None = None
     preemption_policy: str | None = None
     topology_spread_constraints: list[dict[str, Any]] | None = None
+    dns_config: dict[str, Any] | None = None
+    runtime_class_name: str | None = None
+    overhead: dict[str, Quantity] | None = None
+    set_hostname_as_fqdn: bool | None = Field(default=None, alias="setHostnameAsFQDN")
+    os: dict[str, Any] | None = None
+    host_users: bool | None = None
+    scheduling_gates: list[dict[str, Any]] | None = None
+    resource_claims: list[dict[str, Any]] | None = None
+    resources: ResourceRequirements | None = None
 
 
 class PodCondition(KubeModel):
@@ -208,6 +225,11 @@ class ContainerStatus(KubeModel):
     image_id: str | None = None
     container_id: str | None = None
     started: bool | None = None
+    allocated_resources: dict[str, Quantity] | None = None
+    resources: ResourceRequirements | None = None
+    volume_mounts: list[dict[str, Any]] | None = None
+    user: dict[str, Any] | None = None
+    allocated_resources_status: list[dict[str, Any]] | None = None
 
 
 class PodIP(KubeModel):
@@ -232,6 +254,9 @@ class PodStatus(KubeModel):
     init_container_statuses: list[ContainerStatus] | None = None
     container_statuses: list[ContainerStatus] | None = None
     qos_class: str | None = None
+    ephemeral_container_statuses: list[ContainerStatus] | None = None
+    resize: str | None = None
+    resource_claim_statuses: list[dict[str, Any]] | None = None
 
 
 class Pod(KubeObject):
@@ -398,6 +423,8 @@ class NodeSpec(KubeModel):
     provider_id: str | None = None
     unschedulable: bool | None = None
     taints: list[Taint] | None = None
+    config_source: dict[str, Any] | None = None
+    external_id: str | None = Field(default=None, alias="externalID")
 
 
 class NodeCondition(KubeModel):
@@ -423,6 +450,11 @@ class NodeStatus(KubeModel):
     daemon_endpoints: dict[str, Any] | None = None
     node_info: dict[str, Any] | None = None
     images: list[dict[str, Any]] | None = None
+    volumes_in_use: list[str] | None = None
+    volumes_attached: list[dict[str, Any]] | None = None
+    config: dict[str, Any] | None = None
+    runtime_handlers: list[dict[str, Any]] | None = None
+    features: dict[str, Any] | None = None
 
 
 class Node(KubeObject):

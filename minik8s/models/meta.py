@@ -56,6 +56,7 @@ class ObjectMeta(KubeModel):
     owner_references: list[OwnerReference] | None = None
     finalizers: list[str] | None = None
     managed_fields: list[dict[str, Any]] | None = None
+    self_link: str | None = None
 
 
 class ListMeta(KubeModel):
