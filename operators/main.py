@@ -175,7 +175,10 @@ async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) ->
         f"{options.webhook_host} ({options.webhook_config})" if options.webhook else "off",
     )
     sweep_task = asyncio.create_task(sweeper.run(), name="clusterip-sweeper")
-    ready_task = asyncio.create_task(_relay(ready_flag, ready), name="operators-ready")
+    ready_task = asyncio.create_task(
+        _relay(ready_flag, ready, api, options.webhook_config if options.webhook else None),
+        name="operators-ready",
+    )
     try:
         await kopf.operator(
             registry=registry,
@@ -191,8 +194,25 @@ async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) ->
         await api.close()
 
 
-async def _relay(source: asyncio.Event, target: asyncio.Event | None) -> None:
+async def _relay(
+    source: asyncio.Event, target: asyncio.Event | None, api: Any, webhook_config: str | None
+) -> None:
+    """Set ``target`` once kopf runs and (with the webhook) its URL is registered."""
+    from minik8s.client import ClientError
+
     await source.wait()
+    while webhook_config is not None:
+        try:
+            config = await api.get(
+                "admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", webhook_config
+            )
+        except ClientError:
+            config = {}
+        if any(
+            (hook.get("clientConfig") or {}).get("url") for hook in config.get("webhooks") or []
+        ):
+            break
+        await asyncio.sleep(0.05)
     logger.info("operators ready")
     if target is not None:
         target.set()
