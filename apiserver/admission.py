@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import copy
 import json
 import logging
@@ -26,15 +27,22 @@ import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import jsonpatch
 
 from apiserver.admission_seam import AdmissionDenied, Operation
 from apiserver.errors import StatusCause
+from apiserver.informer import follow, list_once
 from apiserver.resources import Resource
 from apiserver.schema import invalid, not_supported, required
+from apiserver.strategy import GenericStrategy
+from apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column
+from apiserver.validation import Cause
+
+if TYPE_CHECKING:
+    from apiserver.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -495,9 +503,10 @@ class WebhookAdmission:
         if self._configs.pop((phase, name), None) is not None:
             self._rebuild()
 
-    def replace_all(self, configs: Iterable[tuple[Phase, Mapping[str, Any]]]) -> None:
-        self._configs = {}
-        for phase, config in configs:
+    def replace_phase(self, phase: Phase, configs: Iterable[Mapping[str, Any]]) -> None:
+        """Every configuration of ``phase`` at once (after a list)."""
+        self._configs = {key: hooks for key, hooks in self._configs.items() if key[0] != phase}
+        for config in configs:
             name = str((config.get("metadata") or {}).get("name") or "")
             self._configs[(phase, name)] = parse_webhooks(config, phase)
         self._rebuild()
@@ -697,3 +706,70 @@ class WebhookAdmission:
             client = httpx.AsyncClient(verify=verify, trust_env=False, transport=self._transport)
             self._clients[ca_bundle] = client
         return client
+
+
+# --- the configuration kinds in the apiserver ----------------------------------------
+
+
+def _hooks_cell(obj: RawObject, _now: Any) -> Any:
+    return len(obj.get("webhooks") or [])
+
+
+class WebhookConfigurationStrategy(GenericStrategy):
+    """mutating/validatingwebhookconfigurations.admissionregistration.k8s.io."""
+
+    def __init__(self, phase: Phase) -> None:
+        super().__init__(namespaced=False)
+        self.phase: Phase = phase
+        self.columns = (NAME_COLUMN, Column("Webhooks", _hooks_cell, type="integer"), AGE_COLUMN)
+
+    def validate_kind(self, obj: RawObject) -> list[Cause]:
+        return [
+            Cause(c.reason, c.message, c.field) for c in validate_configuration(obj, self.phase)
+        ]
+
+
+class WebhookConfigurations:
+    """Installs the configuration kinds and keeps a :class:`WebhookAdmission` current."""
+
+    def __init__(self, registry: Registry, admission: WebhookAdmission) -> None:
+        self.registry = registry
+        self.admission = admission
+        self._tasks: list[asyncio.Task[None]] = []
+        for resource in WEBHOOK_RESOURCES:
+            phase = phase_of(resource)
+            assert phase is not None
+            registry.index.add(resource)
+            registry.set_strategy(resource, WebhookConfigurationStrategy(phase))
+
+    async def start(self) -> None:
+        for resource in WEBHOOK_RESOURCES:
+            phase = phase_of(resource)
+            assert phase is not None
+            prefix = self.registry.prefix(resource)
+
+            async def resync(configs: list[RawObject], phase: Phase = phase) -> None:
+                self.admission.replace_phase(phase, configs)
+
+            async def on_event(type_: str, config: RawObject, phase: Phase = phase) -> None:
+                if type_ == "DELETED":
+                    self.admission.remove_configuration(phase, config["metadata"]["name"])
+                else:
+                    self.admission.set_configuration(phase, config)
+
+            revision = await list_once(self.registry.storage, prefix, resync)
+            self._tasks.append(
+                asyncio.create_task(
+                    follow(self.registry.storage, prefix, revision, on_event, resync),
+                    name=f"webhook-configurations-{phase}",
+                )
+            )
+
+    async def close(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.admission.close()
