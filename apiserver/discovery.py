@@ -191,3 +191,8 @@ def aggregated(index: ResourceIndex, *, core: bool, version: AggregatedVersion =
         "metadata": {},
         "items": [_group_discovery(index, g) for g in groups if core or index.versions(g)],
     }
+
+
+# Names the HTTP layer uses.
+aggregated_discovery = aggregated
+api_resource_list = group_version_resource_list
