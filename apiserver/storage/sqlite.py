@@ -48,7 +48,6 @@ from apiserver.storage.continuation import decode_token, encode_token, prefix_en
 from apiserver.storage.interface import (
     AlreadyExists,
     Compacted,
-    Conflict,
     EventType,
     NotFound,
     Page,
@@ -59,6 +58,7 @@ from apiserver.storage.interface import (
     UpdateFn,
     WatchEvent,
 )
+from apiserver.storage.preconditions import check_preconditions
 
 logger = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ class SqliteStorage:
                 raise NotFound(key)
             revision, stored = row[0], row[2]
             current = codec.decode(stored, revision)
-            _check_preconditions(key, current, revision, expect_rv, expect_uid)
+            check_preconditions(key, current, revision, expect_rv, expect_uid)
             updated = codec.strip_revision(update(codec.decode(stored, revision)))
             if updated == codec.strip_revision(current):
                 return current
@@ -395,7 +395,7 @@ class SqliteStorage:
                 raise NotFound(key)
             revision, stored = row[0], row[2]
             last = codec.decode(stored, revision)
-            _check_preconditions(key, last, revision, expect_rv, expect_uid)
+            check_preconditions(key, last, revision, expect_rv, expect_uid)
             write = await self._submit(_DELETE, key, revision, stored)
             if write.status == _STALE:
                 logger.debug("delete of %s lost a race at revision %d; retrying", key, revision)
@@ -677,19 +677,3 @@ def _check_revision(conn: sqlite3.Connection, key: str, revision: int) -> None:
     current = _current(conn)
     if revision > current:
         raise TooLargeRevision(key, revision, current)
-
-
-def _check_preconditions(
-    key: str, current: RawObject, revision: int, expect_rv: str | None, expect_uid: str | None
-) -> None:
-    if expect_rv and expect_rv != str(revision):
-        raise Conflict(
-            key,
-            f"the object has been modified (resourceVersion {revision}, expected {expect_rv});"
-            " read it again and retry",
-        )
-    if expect_uid and expect_uid != codec.uid_of(current):
-        raise Conflict(
-            key,
-            f"precondition failed: uid {expect_uid} does not match {codec.uid_of(current)}",
-        )
