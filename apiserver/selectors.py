@@ -256,8 +256,9 @@ class LabelSelector:
 
 
 def selector_from_map(labels: Mapping[str, str] | None) -> LabelSelector:
-    """A Service's ``spec.selector`` map as a selector (an empty map selects nothing upstream:
-    callers decide; this one matches everything)."""
+    """A ``spec.selector``-style map as a selector. An empty map gives the empty selector,
+    which matches everything: a Service without a selector selects no pods, so callers
+    check for that case themselves."""
     return LabelSelector(tuple(Requirement(k, "=", (v,)) for k, v in (labels or {}).items()))
 
 

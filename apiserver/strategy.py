@@ -12,6 +12,7 @@ with ``register_strategy`` (a CRD's), or a ``GenericStrategy`` for anything else
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -213,6 +214,18 @@ def _model_in(annotation: Any) -> type[KubeModel] | None:
     return None
 
 
+@functools.cache
+def _wire_fields(model: type[KubeModel]) -> dict[str, tuple[type[KubeModel] | None, bool]]:
+    """wire name -> (the model inside the field, whether it is a map of them)."""
+    fields: dict[str, tuple[type[KubeModel] | None, bool]] = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        members = (annotation, *getattr(annotation, "__args__", ()))
+        is_map = any(getattr(a, "__origin__", None) is dict for a in members)
+        fields[info.alias or name] = (_model_in(annotation), is_map)
+    return fields
+
+
 def _unknown(model: type[KubeModel], data: Any, path: str, out: list[str]) -> None:
     if isinstance(data, list):
         for i, item in enumerate(data):
@@ -220,20 +233,17 @@ def _unknown(model: type[KubeModel], data: Any, path: str, out: list[str]) -> No
         return
     if not isinstance(data, dict):
         return
-    by_wire = {(info.alias or name): info.annotation for name, info in model.model_fields.items()}
+    fields = _wire_fields(model)
     for key_name, value in data.items():
-        if key_name not in by_wire:
+        found = fields.get(key_name)
+        if found is None:
             if not model.OPEN:
                 out.append(child(path, key_name))
             continue
-        annotation = by_wire[key_name]
-        inner = _model_in(annotation)
+        inner, is_map = found
         if inner is None:
             continue
-        origin = getattr(annotation, "__origin__", None)
-        if origin is dict or (
-            any(getattr(a, "__origin__", None) is dict for a in getattr(annotation, "__args__", ()))
-        ):
+        if is_map:
             if isinstance(value, dict):
                 for k, v in value.items():
                     _unknown(inner, v, f"{child(path, key_name)}[{k}]", out)

@@ -8,13 +8,13 @@ from typing import Any
 def dig(obj: Any, *path: str | int) -> Any:
     """``obj[path[0]][path[1]]...``; None when any step is missing or of the wrong type."""
     value = obj
-    for step in path:
-        if isinstance(step, int):
-            if not isinstance(value, list) or not -len(value) <= step < len(value):
+    try:
+        for step in path:
+            if isinstance(value, str):
                 return None
-        elif not isinstance(value, dict):
-            return None
-        value = value[step] if isinstance(step, int) else value.get(step)
+            value = value[step]
+    except (KeyError, IndexError, TypeError):
+        return None
     return value
 
 
