@@ -391,7 +391,7 @@ class Event(KubeObject):
     api_version: str = "v1"
     kind: str = "Event"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    involved_object: ObjectReference
+    involved_object: ObjectReference | None = None
     reason: str | None = None
     message: str | None = None
     source: EventSource | None = None

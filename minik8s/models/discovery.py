@@ -49,7 +49,7 @@ class EndpointSlice(KubeObject):
     kind: str = "EndpointSlice"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     address_type: str
-    endpoints: list[Endpoint]
+    endpoints: list[Endpoint] | None = None
     ports: list[EndpointPort] | None = None
 
 
