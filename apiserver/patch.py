@@ -55,29 +55,33 @@ def apply_json_patch(obj: RawObject, ops: Any) -> RawObject:
     (failed ``test``, missing path) is 422, as upstream answers."""
     if not isinstance(ops, list):
         raise PatchError("json: cannot unmarshal object into Go value of type jsonpatch.Patch", 400)
-    try:
-        patch = jsonpatch.JsonPatch(ops)
-        # Validate the operations up front, so that a malformed op is a 400 even when an
-        # earlier op would fail to apply.
-        for op in ops:
-            if not isinstance(op, dict) or "op" not in op or "path" not in op:
-                raise PatchError(f"invalid JSON patch operation: {op!r}", 400)
-            if op["op"] not in ("add", "remove", "replace", "move", "copy", "test"):
-                raise PatchError(f"Unexpected kind: {op['op']}", 400)
-        result = patch.apply(copy.deepcopy(obj))
-    except PatchError:
-        raise
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise PatchError(f"test operation failed: {exc}", 422) from None
-    except jsonpatch.InvalidJsonPatch as exc:
-        raise PatchError(str(exc), 400) from None
-    except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchException) as exc:
-        raise PatchError(str(exc), 422) from None
-    except jsonpointer.JsonPointerException as exc:
-        raise PatchError(str(exc), 422) from None
-    if not isinstance(result, dict):
+    for op in ops:
+        if not isinstance(op, dict) or "op" not in op or "path" not in op:
+            raise PatchError(f"invalid JSON patch operation: {op!r}", 400)
+        if op["op"] not in ("add", "remove", "replace", "move", "copy", "test"):
+            raise PatchError(f"Unexpected kind: {op['op']}", 400)
+        if op["op"] in ("add", "replace", "test") and "value" not in op:
+            raise PatchError(f"{op['op']} operation has no value: {op['path']}", 400)
+        if op["op"] in ("move", "copy") and "from" not in op:
+            raise PatchError(f"{op['op']} operation has no from: {op['path']}", 400)
+    doc: Any = copy.deepcopy(obj)
+    for op in ops:
+        try:
+            doc = jsonpatch.JsonPatch([op]).apply(doc)
+        except jsonpatch.JsonPatchTestFailed:
+            raise PatchError(f"testing value {op['path']} failed: test failed", 422) from None
+        except jsonpatch.InvalidJsonPatch as exc:
+            raise PatchError(str(exc), 400) from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
+            path = op.get("from") if op["op"] in ("move", "copy") else op["path"]
+            raise PatchError(
+                f'{op["op"]} operation does not apply: doc is missing path: "{path}": '
+                "missing value",
+                422,
+            ) from None
+    if not isinstance(doc, dict):
         raise PatchError("the patched document is not a JSON object", 422)
-    return result
+    return doc
 
 
 # --------------------------------------------------------------------------- merge patch

@@ -226,6 +226,7 @@ def test_json_patch_applies_and_a_failed_test_is_422() -> None:
     with pytest.raises(PatchError) as failed:
         apply_json_patch(live, [{"op": "test", "path": "/metadata/name", "value": "other"}])
     assert failed.value.code == 422
+    assert failed.value.message == "testing value /metadata/name failed: test failed"
     with pytest.raises(PatchError) as missing:
         apply_json_patch(live, [{"op": "remove", "path": "/spec/nothing"}])
     assert missing.value.code == 422
