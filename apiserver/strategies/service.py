@@ -251,6 +251,17 @@ class ServiceStrategy(GenericStrategy):
             return [invalid("spec.clusterIP", new_ip if new_ip is not None else "", IMMUTABLE)]
         return []
 
+    def validate_status_update(self, new: RawObject, old: RawObject) -> list[Cause]:
+        causes = super().validate_status_update(new, old)
+        for i, ingress in dicts(dig(new, "status", "loadBalancer", "ingress")):
+            path = index("status.loadBalancer.ingress", i)
+            ip = ingress.get("ip")
+            if isinstance(ip, str) and ip:
+                causes += validate_ip(child(path, "ip"), ip)
+            if "ipMode" in ingress:
+                causes += one_of(child(path, "ipMode"), ingress["ipMode"], ("Proxy", "VIP"))
+        return causes
+
     def kind_fields(self, obj: RawObject) -> dict[str, str]:
         return {
             "spec.clusterIP": text(dig(obj, "spec", "clusterIP")),

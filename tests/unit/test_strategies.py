@@ -370,3 +370,14 @@ def test_crd_strategies_can_be_registered_at_runtime() -> None:
         assert strategy_for(widgets) is custom
     finally:
         unregister_strategy("example.com", "Widget")
+
+
+def test_service_status_ingress_ips_are_validated() -> None:
+    strategy = strategy_for(SERVICES)
+    old = created(SERVICES, service())
+    new = copy.deepcopy(old)
+    new["status"] = {"loadBalancer": {"ingress": [{"ip": "not-an-ip"}]}}
+    strategy.prepare_for_status_update(new, old)
+    assert [c.field for c in strategy.validate_status_update(new, old)] == [
+        "status.loadBalancer.ingress[0].ip"
+    ]
