@@ -1,0 +1,677 @@
+"""HTTP handlers: parse the request, call the registry, write the response.
+
+Everything Kubernetes-specific about the wire lives here: the URL shapes, query
+parameters (selectors, limit/continue, resourceVersion, watch, dryRun, fieldValidation),
+body decoding (JSON or YAML, at most 3 MiB), patch content types, Table and YAML
+negotiation, and the watch stream. Every failure leaves as a metav1.Status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from apiserver import errors
+from apiserver.encoding import DecodeError, decode_json, decode_yaml, encode, encode_yaml
+from apiserver.errors import StatusError
+from apiserver.metrics import Metrics
+from apiserver.registry import FieldValidation, Registry, WriteResult
+from apiserver.resources import Resource, ResourceIndex
+from apiserver.watch import CachedEvent, WatchClosed
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 3 * 1024 * 1024
+JSON = "application/json"
+YAML = "application/yaml"
+TABLE_CONTENT_TYPE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+PATCH_TYPES = {
+    "application/json-patch+json": "json",
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+}
+SUPPORTED_PATCH_TYPES = (*PATCH_TYPES, "application/apply-patch+yaml")
+BOOKMARK_INTERVAL_S = 20.0
+VERSION_INFO = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-minik8s",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-11-26T00:00:00Z",
+    "goVersion": "go1.23.0",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+@dataclass
+class ApiState:
+    """What every handler needs; one per app (``app.state.api``)."""
+
+    registry: Registry
+    index: ResourceIndex
+    metrics: Metrics
+    bookmark_interval: float = BOOKMARK_INTERVAL_S
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: bool = False
+
+    def stop_watches(self) -> None:
+        """End every open watch (shutdown): uvicorn would otherwise wait on them forever."""
+        self.stopping.set()
+        self.registry.hub.end_all()
+
+
+def state_of(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+# -- responses -------------------------------------------------------------------------
+
+
+def json_response(
+    body: Any, status: int = 200, *, content_type: str = JSON, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(encode(body), status_code=status, media_type=content_type, headers=headers)
+
+
+def status_response(err: StatusError) -> Response:
+    return json_response(err.to_status(), err.code)
+
+
+def object_response(
+    request: Request, body: Any, status: int = 200, warnings: list[str] | None = None
+) -> Response:
+    headers = {}
+    if warnings:
+        headers["Warning"] = ", ".join(f'299 - "{_quote(w)}"' for w in warnings[:20])
+    if _wants_yaml(request):
+        return Response(encode_yaml(body), status_code=status, media_type=YAML, headers=headers)
+    return json_response(body, status, headers=headers)
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _accepts(request: Request) -> list[tuple[str, dict[str, str]]]:
+    """The Accept header as (media type, params), in order."""
+    out = []
+    for part in request.headers.get("accept", "").split(","):
+        pieces = [p.strip() for p in part.split(";")]
+        if not pieces[0]:
+            continue
+        params = {}
+        for p in pieces[1:]:
+            if "=" in p:
+                k, v = p.split("=", 1)
+                params[k.strip()] = v.strip()
+        out.append((pieces[0].lower(), params))
+    return out
+
+
+def _wants_table(request: Request) -> bool:
+    for media, params in _accepts(request):
+        if params.get("as") == "Table" and params.get("g") == "meta.k8s.io":
+            return True
+        if media in (JSON, "*/*", YAML):
+            return False
+    return False
+
+
+def _wants_yaml(request: Request) -> bool:
+    accepts = _accepts(request)
+    return bool(accepts) and accepts[0][0] == YAML
+
+
+# -- request parsing --------------------------------------------------------------------
+
+
+async def read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise errors.request_entity_too_large(MAX_BODY_BYTES)
+    chunks = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            raise errors.request_entity_too_large(MAX_BODY_BYTES)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_object(request: Request) -> Any:
+    body = await read_body(request)
+    media = _media_type(request)
+    if not body.strip():
+        raise errors.bad_request("the request body is empty; send the object as JSON or YAML")
+    try:
+        if media in ("", JSON, "*/*", "text/plain"):
+            return decode_json(body)
+        if media in (YAML, "application/x-yaml", "text/yaml"):
+            return decode_yaml(body)
+    except DecodeError as exc:
+        raise errors.bad_request(
+            f"the request body is not valid {_kind_of(media)}: {exc}"
+        ) from None
+    raise errors.unsupported_media_type(media, (JSON, YAML))
+
+
+def _kind_of(media: str) -> str:
+    return "YAML" if "yaml" in media else "JSON"
+
+
+def _query_bool(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("true", "1")
+
+
+def _dry_run(request: Request) -> bool:
+    values = request.query_params.getlist("dryRun")
+    for value in values:
+        if value != "All":
+            raise errors.bad_request(
+                f'dryRun: Unsupported value: "{value}": supported values: "All"'
+            )
+    return bool(values)
+
+
+def _field_validation(request: Request) -> FieldValidation:
+    value = request.query_params.get("fieldValidation", "")
+    if value in ("", "Ignore"):
+        return "Ignore"
+    if value in ("Strict", "Warn"):
+        return value  # type: ignore[return-value]
+    raise errors.bad_request(
+        f'fieldValidation: Unsupported value: "{value}": '
+        'supported values: "Ignore", "Strict", "Warn"'
+    )
+
+
+def _int_param(request: Request, name: str, default: int = 0) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise errors.bad_request(f"{name}: invalid value {raw!r}: must be an integer") from None
+
+
+# -- URL resolution ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    resource: Resource
+    namespace: str | None
+    name: str | None
+    subresource: str
+
+
+def resolve(request: Request) -> Target:
+    """The resource a URL names, or 404 (with upstream's message for unknown resources)."""
+    p = request.path_params
+    index = state_of(request).index
+    group = p.get("group", "")
+    version = p["version"]
+    namespace = p.get("namespace")
+    plural = p["plural"]
+    name = p.get("name")
+    sub = p.get("sub", "")
+    resource = index.lookup(group, version, plural)
+    if namespace is not None and resource is None and name is None:
+        # /api/v1/namespaces/{name}/{subresource} looks like a namespaced collection.
+        ns_res = index.lookup(group, version, "namespaces")
+        if ns_res is not None and plural in ns_res.subresources:
+            return Target(ns_res, None, namespace, plural)
+    if resource is None:
+        raise errors.resource_not_found(request.url.path)
+    if namespace is not None and not resource.namespaced:
+        raise errors.resource_not_found(request.url.path)
+    if sub and sub not in resource.subresources:
+        raise errors.resource_not_found(request.url.path)
+    return Target(resource, namespace, name, sub)
+
+
+# -- resource endpoint ------------------------------------------------------------------
+
+
+def _verb(request: Request, target: Target) -> str:
+    method = request.method
+    if target.name is None:
+        if method == "GET":
+            return "WATCH" if _query_bool(request, "watch") else "LIST"
+        if method == "DELETE":
+            return "DELETECOLLECTION"
+        return method
+    if method == "PATCH" and _media_type(request) == "application/apply-patch+yaml":
+        return "APPLY"
+    return method
+
+
+async def resource_endpoint(request: Request) -> Response:
+    state = state_of(request)
+    started = time.perf_counter()
+    labels = ("", "", "", "", "", "")
+    verb = request.method
+    try:
+        target = resolve(request)
+        verb = _verb(request, target)
+        res = target.resource
+        scope = "resource" if target.name else ("namespace" if target.namespace else "cluster")
+        labels = (verb, res.group, res.version, res.plural, target.subresource, scope)
+        response = await _dispatch(request, state, target, verb)
+    except StatusError as err:
+        response = status_response(err)
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        response = status_response(
+            errors.internal("an internal error occurred; the server log has the details")
+        )
+    if verb != "WATCH" or response.status_code != 200:
+        state.metrics.observe(labels, response.status_code, time.perf_counter() - started)
+    else:
+        state.metrics.count(labels, response.status_code)
+    return response
+
+
+async def _dispatch(request: Request, state: ApiState, t: Target, verb: str) -> Response:
+    reg = state.registry
+    res = t.resource
+    method = request.method
+    if t.name is None:
+        if method == "GET":
+            if verb == "WATCH":
+                return await watch(request, state, t)
+            return await list_objects(request, state, t)
+        if method == "POST":
+            if t.namespace is None and res.namespaced:
+                raise errors.method_not_supported(res.plural, "create", res.group)
+            body = await read_object(request)
+            result = await reg.create(
+                res,
+                t.namespace,
+                body,
+                dry_run=_dry_run(request),
+                field_validation=_field_validation(request),
+            )
+            return object_response(request, result.obj, 201, result.warnings)
+        if method == "DELETE":
+            listed = await reg.delete_collection(
+                res,
+                t.namespace,
+                label_selector=request.query_params.get("labelSelector", ""),
+                field_selector=request.query_params.get("fieldSelector", ""),
+                dry_run=_dry_run(request),
+            )
+            return object_response(request, _list_body(res, listed.items, listed.revision))
+        raise errors.method_not_supported(res.plural, _verb_word(method), res.group)
+    name = t.name
+    if t.subresource and method not in ("GET", "PUT", "PATCH"):
+        raise errors.method_not_supported(
+            f"{res.plural}/{t.subresource}", _verb_word(method), res.group
+        )
+    if method == "GET":
+        obj = await reg.get(res, t.namespace, name)
+        if _wants_table(request):
+            return _table_response(request, state, res, [obj], _revision_of(obj))
+        return object_response(request, obj)
+    if method == "PUT":
+        body = await read_object(request)
+        result = await reg.update(
+            res,
+            t.namespace,
+            name,
+            body,
+            subresource=t.subresource,
+            dry_run=_dry_run(request),
+            field_validation=_field_validation(request),
+        )
+        return object_response(request, result.obj, 200, result.warnings)
+    if method == "PATCH":
+        return await patch(request, state, t, name)
+    if method == "DELETE":
+        return await delete(request, state, t, name)
+    raise errors.method_not_supported(res.plural, _verb_word(method), res.group)
+
+
+def _verb_word(method: str) -> str:
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+        method, method.lower()
+    )
+
+
+def _revision_of(obj: dict[str, Any]) -> int:
+    try:
+        return int(obj["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+async def patch(request: Request, state: ApiState, t: Target, name: str) -> Response:
+    media = _media_type(request)
+    patch_type = PATCH_TYPES.get(media)
+    if patch_type is None:
+        raise errors.unsupported_media_type(media, SUPPORTED_PATCH_TYPES[:3])
+    body = await read_body(request)
+    try:
+        document = decode_json(body)
+    except DecodeError as exc:
+        raise errors.bad_request(f"the patch is not valid JSON: {exc}") from None
+    if patch_type == "json" and not isinstance(document, list):
+        raise errors.bad_request("a JSON patch must be a list of operations")
+    if patch_type != "json" and not isinstance(document, dict):
+        raise errors.bad_request("a merge patch must be a JSON object")
+    result = await state.registry.patch(
+        t.resource,
+        t.namespace,
+        name,
+        patch_type,
+        document,
+        subresource=t.subresource,
+        dry_run=_dry_run(request),
+        field_validation=_field_validation(request),
+    )
+    return object_response(request, result.obj, 200, result.warnings)
+
+
+async def delete(request: Request, state: ApiState, t: Target, name: str) -> Response:
+    options: dict[str, Any] = {}
+    body = await read_body(request)
+    if body.strip():
+        try:
+            parsed = decode_yaml(body) if "yaml" in _media_type(request) else decode_json(body)
+        except DecodeError as exc:
+            raise errors.bad_request(f"the DeleteOptions body is not valid: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise errors.bad_request("the DeleteOptions body must be an object")
+        options = parsed
+    preconditions = options.get("preconditions") or {}
+    dry_run = _dry_run(request) or bool(options.get("dryRun"))
+    result: WriteResult = await state.registry.delete(
+        t.resource,
+        t.namespace,
+        name,
+        precondition_uid=preconditions.get("uid"),
+        precondition_rv=preconditions.get("resourceVersion"),
+        dry_run=dry_run,
+    )
+    return object_response(request, result.obj, 200 if result.gone else 202)
+
+
+def _list_body(
+    res: Resource,
+    items: list[dict[str, Any]],
+    revision: int,
+    cont: str = "",
+    remaining: int | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"resourceVersion": str(revision)}
+    if cont:
+        meta["continue"] = cont
+    if remaining is not None and cont:
+        meta["remainingItemCount"] = remaining
+    return {
+        "kind": res.list_kind_name,
+        "apiVersion": res.api_version,
+        "metadata": meta,
+        "items": items,
+    }
+
+
+async def list_objects(request: Request, state: ApiState, t: Target) -> Response:
+    q = request.query_params
+    result = await state.registry.list(
+        t.resource,
+        t.namespace,
+        label_selector=q.get("labelSelector", ""),
+        field_selector=q.get("fieldSelector", ""),
+        limit=_int_param(request, "limit"),
+        cont=q.get("continue", ""),
+        resource_version=q.get("resourceVersion", ""),
+        resource_version_match=q.get("resourceVersionMatch", ""),
+    )
+    if _wants_table(request):
+        return _table_response(
+            request, state, t.resource, result.items, result.revision, result.cont, result.remaining
+        )
+    body = _list_body(t.resource, result.items, result.revision, result.cont, result.remaining)
+    if _wants_yaml(request):
+        return Response(encode_yaml(body), media_type=YAML)
+    return json_response(body)
+
+
+def build_table(
+    state: ApiState,
+    res: Resource,
+    objs: list[dict[str, Any]],
+    *,
+    include_object: str,
+    resource_version: str,
+    cont: str = "",
+    with_definitions: bool = True,
+) -> dict[str, Any]:
+    """A meta.k8s.io/v1 Table from the kind's strategy (this registry's, so CRDs' too)."""
+    from apiserver.tables import partial_object_metadata
+
+    definitions, rows = state.registry.strategy(res).table(objs, wide=True, now=datetime.now(UTC))
+    table_rows: list[dict[str, Any]] = []
+    for obj, cells in zip(objs, rows, strict=True):
+        row: dict[str, Any] = {"cells": cells}
+        if include_object == "Object":
+            row["object"] = obj
+        elif include_object != "None":
+            row["object"] = partial_object_metadata(obj)
+        table_rows.append(row)
+    meta: dict[str, Any] = {"resourceVersion": resource_version}
+    if cont:
+        meta["continue"] = cont
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": definitions if with_definitions else [],
+        "rows": table_rows,
+    }
+
+
+def _table_response(
+    request: Request,
+    state: ApiState,
+    res: Resource,
+    objs: list[dict[str, Any]],
+    revision: int,
+    cont: str = "",
+    remaining: int | None = None,
+) -> Response:
+    table = build_table(
+        state,
+        res,
+        objs,
+        include_object=request.query_params.get("includeObject", "Metadata"),
+        resource_version=str(revision),
+        cont=cont,
+    )
+    return json_response(table, content_type=TABLE_CONTENT_TYPE)
+
+
+# -- watch ------------------------------------------------------------------------------
+
+
+async def watch(request: Request, state: ApiState, t: Target) -> Response:
+    q = request.query_params
+    res = t.resource
+    reg = state.registry
+    send_initial = q.get("sendInitialEvents")
+    start = await reg.watch(
+        res,
+        t.namespace,
+        resource_version=q.get("resourceVersion", ""),
+        label_selector=q.get("labelSelector", ""),
+        field_selector=q.get("fieldSelector", ""),
+        send_initial_events=None if send_initial is None else send_initial.lower() == "true",
+    )
+    timeout_s = float(_int_param(request, "timeoutSeconds"))
+    bookmarks = _query_bool(request, "allowWatchBookmarks")
+    table = _wants_table(request)
+    encoder = _TableEvents(state, res, request) if table else _JsonEvents()
+    stream = _watch_stream(
+        state,
+        res,
+        start_initial=start.initial,
+        subscriber=start.subscriber,
+        prefix=start.prefix,
+        initial_revision=start.initial_revision,
+        encoder=encoder,
+        bookmarks=bookmarks,
+        initial_end_bookmark=bool(send_initial and send_initial.lower() == "true" and bookmarks),
+        timeout_s=timeout_s if timeout_s > 0 else None,
+    )
+    return StreamingResponse(
+        stream,
+        media_type=TABLE_CONTENT_TYPE if table else JSON,
+        headers={"Cache-Control": "no-cache, private"},
+    )
+
+
+class _JsonEvents:
+    def event(self, ev: CachedEvent) -> bytes:
+        return ev.line()
+
+    def added(self, obj: dict[str, Any]) -> bytes:
+        return encode({"type": "ADDED", "object": obj}) + b"\n"
+
+
+class _TableEvents:
+    """``kubectl get -w``: each event's object is a one-row Table."""
+
+    def __init__(self, state: ApiState, res: Resource, request: Request) -> None:
+        self.state = state
+        self.res = res
+        self.include = request.query_params.get("includeObject", "Metadata")
+        self.first = True
+
+    def _line(self, type_: str, obj: dict[str, Any]) -> bytes:
+        table = build_table(
+            self.state,
+            self.res,
+            [obj],
+            include_object=self.include,
+            resource_version=str(_revision_of(obj)),
+            with_definitions=self.first,
+        )
+        self.first = False
+        return encode({"type": type_, "object": table}) + b"\n"
+
+    def event(self, ev: CachedEvent) -> bytes:
+        return self._line(ev.type, ev.obj)
+
+    def added(self, obj: dict[str, Any]) -> bytes:
+        return self._line("ADDED", obj)
+
+
+def _bookmark(res: Resource, revision: int, initial_end: bool = False) -> bytes:
+    meta: dict[str, Any] = {"resourceVersion": str(revision)}
+    if initial_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    obj = {"kind": res.kind, "apiVersion": res.api_version, "metadata": meta}
+    return encode({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+
+async def _watch_stream(
+    state: ApiState,
+    res: Resource,
+    *,
+    start_initial: list[dict[str, Any]],
+    subscriber: Any,
+    prefix: str,
+    initial_revision: int,
+    encoder: _JsonEvents | _TableEvents,
+    bookmarks: bool,
+    initial_end_bookmark: bool,
+    timeout_s: float | None,
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s if timeout_s else None
+    hub = state.registry.hub
+    try:
+        if start_initial:
+            yield b"".join(encoder.added(obj) for obj in start_initial)
+        if initial_end_bookmark:
+            yield _bookmark(res, initial_revision, initial_end=True)
+        next_bookmark = loop.time() + state.bookmark_interval
+        while True:
+            now = loop.time()
+            waits = []
+            if deadline is not None:
+                if now >= deadline:
+                    return
+                waits.append(deadline - now)
+            if bookmarks:
+                waits.append(max(0.0, next_bookmark - now))
+            try:
+                batch = await subscriber.next_batch(min(waits) if waits else None)
+            except WatchClosed as closed:
+                if closed.error is not None:
+                    yield encode({"type": "ERROR", "object": closed.error}) + b"\n"
+                return
+            if batch:
+                yield b"".join(encoder.event(ev) for ev in batch)
+            if bookmarks and loop.time() >= next_bookmark:
+                yield _bookmark(res, subscriber.bookmark_revision())
+                next_bookmark = loop.time() + state.bookmark_interval
+    finally:
+        hub.unsubscribe(prefix, subscriber)
+
+
+# -- plain endpoints ----------------------------------------------------------------------
+
+
+async def version(request: Request) -> Response:
+    return json_response(VERSION_INFO)
+
+
+async def healthz(request: Request) -> Response:
+    return Response(b"ok", media_type="text/plain")
+
+
+async def readyz(request: Request) -> Response:
+    if not state_of(request).ready:
+        return Response(
+            b"not ready: the store is starting", status_code=503, media_type="text/plain"
+        )
+    return Response(b"ok", media_type="text/plain")
+
+
+async def metrics(request: Request) -> Response:
+    body, content_type = state_of(request).metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return status_response(errors.resource_not_found(request.url.path))
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    return status_response(
+        StatusError(
+            405, "MethodNotAllowed", f"the server does not allow this method on {request.url.path}"
+        )
+    )
+
+
+Handler = Callable[[Request], Awaitable[Response]]

@@ -1,0 +1,94 @@
+"""``minik8s apiserver``: the Kubernetes REST and watch API on a chosen store."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+def default_store(data_dir: Path | None = None) -> str:
+    from minik8s.config import DEFAULT_KUBECONFIG
+
+    base = data_dir if data_dir is not None else DEFAULT_KUBECONFIG.parent
+    return f"sqlite:{base / 'state.db'}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (%(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="sqlite:PATH (default ~/.minik8s/state.db) or etcd://HOST:PORT[,HOST:PORT...]",
+    )
+    parser.add_argument(
+        "--kubeconfig-out",
+        default=None,
+        help="also write a kubeconfig pointing at this server to this path",
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: a free one), so the real port is known before serving."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(
+            f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port (0 = any free)"
+        ) from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def server_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(store_url: str, sock: socket.socket) -> None:
+    from apiserver.app import ApiServer, create_app, server_config
+    from apiserver.storage.factory import open_storage
+
+    app = create_app(open_storage(store_url))
+    host, port = sock.getsockname()[:2]
+    server = ApiServer(server_config(app, host, port))
+    await server.serve(sockets=[sock])
+
+
+def run(args: argparse.Namespace) -> int:
+    from apiserver.storage.factory import StoreUrlError, open_storage
+
+    store_url = args.store or default_store()
+    try:
+        open_storage(store_url)
+    except StoreUrlError as exc:
+        logger.error("%s", exc)
+        return 2
+    sock = bind(args.host, args.port)
+    url = server_url(sock)
+    if args.kubeconfig_out:
+        from minik8s.config import write_kubeconfig
+
+        written = write_kubeconfig(args.kubeconfig_out, url)
+        logger.info("wrote kubeconfig %s", written)
+    logger.info("apiserver serving %s on store %s", url, store_url)
+    try:
+        asyncio.run(serve(store_url, sock))
+    except KeyboardInterrupt:
+        pass
+    return 0

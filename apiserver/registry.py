@@ -1,0 +1,937 @@
+"""The registry: Kubernetes REST rules between the HTTP layer and storage.
+
+One generic store for every kind (built-in or from a CRD); what differs per kind is its
+:class:`~apiserver.strategy.Strategy` (defaulting, validation, update rules, field
+selector fields) and its :class:`~apiserver.resources.Resource` (scope, subresources).
+
+Keys: ``/registry/<plural>/<namespace>/<name>`` for the core group and
+``/registry/<group>/<plural>/<namespace>/<name>`` otherwise (cluster-scoped kinds have
+no namespace segment). Storage errors become a Status exactly once, via
+:func:`apiserver.errors.from_storage`; the registry raises only :class:`StatusError`.
+
+Write path (create/update/patch/delete): decode -> defaults (strategy) -> admission
+mutate -> validation (metadata + strategy) -> admission validate -> store. Updates are
+read-compute-compare-and-swap, retried on a race unless the client gave a
+resourceVersion precondition (then a stale one is 409 Conflict). Nothing is stored when
+any step fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from apiserver import errors
+from apiserver.admission_seam import Admission, AdmissionDenied, NoAdmission, Operation
+from apiserver.errors import StatusCause, StatusError
+from apiserver.resources import Resource, ResourceIndex
+from apiserver.storage.interface import (
+    Conflict,
+    NotFound,
+    Storage,
+    StorageError,
+    UpdateFn,
+)
+from apiserver.strategy import Strategy, decode_error, strategy_for, unknown_fields
+from apiserver.watch import Subscriber, WatchFilter, WatchHub
+
+logger = logging.getLogger(__name__)
+
+RawObject = dict[str, Any]
+FieldValidation = Literal["Strict", "Warn", "Ignore"]
+
+BOOTSTRAP_NAMESPACES = ("default", "kube-system")
+UNDELETABLE_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+MAX_CAS_ATTEMPTS = 16
+_NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(slots=True)
+class ListResult:
+    items: list[RawObject]
+    revision: int
+    cont: str = ""
+    remaining: int | None = None
+
+
+@dataclass(slots=True)
+class WriteResult:
+    obj: RawObject
+    warnings: list[str]
+    created: bool = False
+    """create: the object is new (201)."""
+    gone: bool = True
+    """delete: the object is gone now (200), rather than waiting on finalizers (202)."""
+
+
+@dataclass(slots=True)
+class WatchStart:
+    """What a watch sends first (``initial``: synthetic ADDED objects) and then follows."""
+
+    subscriber: Subscriber
+    prefix: str
+    initial: list[RawObject]
+    initial_revision: int
+
+
+ObjectMatcher = Callable[[RawObject], bool]
+# Aliases for annotations inside Registry, whose ``list`` method shadows the builtin.
+StrList = list[str]
+AnyList = list[Any]
+ObjList = list[RawObject]
+
+
+class Registry:
+    def __init__(
+        self,
+        storage: Storage,
+        index: ResourceIndex,
+        *,
+        admission: Admission | None = None,
+        hub: WatchHub | None = None,
+    ) -> None:
+        self.storage = storage
+        self.index = index
+        self.admission: Admission = admission or NoAdmission()
+        self.hub = hub or WatchHub(storage)
+        self._strategies: dict[tuple[str, str], Strategy] = {}
+
+    # -- seams for custom resources -------------------------------------------------
+
+    def set_strategy(self, resource: Resource, strategy: Strategy) -> None:
+        """Serve ``resource`` (e.g. a CRD's kind) with ``strategy`` instead of the default."""
+        self._strategies[(resource.group, resource.kind)] = strategy
+
+    def remove_strategy(self, resource: Resource) -> None:
+        self._strategies.pop((resource.group, resource.kind), None)
+
+    def strategy(self, resource: Resource) -> Strategy:
+        found = self._strategies.get((resource.group, resource.kind))
+        return found if found is not None else strategy_for(resource)
+
+    # -- keys -----------------------------------------------------------------------
+
+    @staticmethod
+    def prefix(resource: Resource, namespace: str | None = None) -> str:
+        base = (
+            f"/registry/{resource.group}/{resource.plural}/"
+            if resource.group
+            else (f"/registry/{resource.plural}/")
+        )
+        if resource.namespaced and namespace:
+            return f"{base}{namespace}/"
+        return base
+
+    @classmethod
+    def key(cls, resource: Resource, namespace: str | None, name: str) -> str:
+        return f"{cls.prefix(resource, namespace)}{name}"
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def bootstrap(self) -> None:
+        """Create the namespaces that exist on every cluster (idempotent)."""
+        ns_res = self.index.lookup("", "v1", "namespaces")
+        if ns_res is None:
+            return
+        for name in BOOTSTRAP_NAMESPACES:
+            try:
+                await self.storage.get(self.key(ns_res, None, name))
+                continue
+            except NotFound:
+                pass
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            try:
+                await self.create(ns_res, None, body)
+                logger.info("created namespace %s", name)
+            except StatusError as exc:
+                if exc.code != 409:
+                    raise
+
+    async def close(self) -> None:
+        await self.hub.close()
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> RawObject:
+        try:
+            return await self.storage.get(self.key(resource, namespace, name))
+        except StorageError as exc:
+            raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+
+    def matcher(
+        self, resource: Resource, label_selector: str = "", field_selector: str = ""
+    ) -> ObjectMatcher | None:
+        """A predicate for list/watch selectors (None when nothing is selected); 400 if bad."""
+        if not label_selector and not field_selector:
+            return None
+        from apiserver.selectors import FieldSelector, LabelSelector, SelectorError
+
+        strategy = self.strategy(resource)
+        try:
+            labels = LabelSelector.parse(label_selector)
+            fields = FieldSelector.parse(field_selector)
+            fields.validate(strategy.selectable_fields)
+        except SelectorError as exc:
+            raise errors.bad_request(str(exc)) from None
+        if labels.empty:
+            return lambda obj: fields.matches(strategy.field_set(obj))
+        if fields.empty:
+            return lambda obj: labels.matches((obj.get("metadata") or {}).get("labels"))
+
+        def matches(obj: RawObject) -> bool:
+            if not labels.matches((obj.get("metadata") or {}).get("labels")):
+                return False
+            return fields.matches(strategy.field_set(obj))
+
+        return matches
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        cont: str = "",
+        resource_version: str = "",
+        resource_version_match: str = "",
+    ) -> ListResult:
+        matches = self.matcher(resource, label_selector, field_selector)
+        revision = _list_revision(resource_version, resource_version_match, limit, cont)
+        prefix = self.prefix(resource, namespace)
+        token = _Continue.decode(cont, prefix) if cont else None
+        try:
+            if token is not None:
+                return await self._list_pages(
+                    prefix, matches, limit, token.revision, token.storage, token.skip
+                )
+            return await self._list_pages(prefix, matches, limit, revision, "", 0)
+        except StorageError as exc:
+            raise _list_error(exc, bool(cont)) from None
+
+    async def _list_pages(
+        self,
+        prefix: str,
+        matches: ObjectMatcher | None,
+        limit: int,
+        revision: int,
+        storage_cont: str,
+        skip: int,
+    ) -> ListResult:
+        if limit <= 0 and matches is None and not storage_cont and not skip:
+            page = await self.storage.list(prefix, revision=revision)
+            return ListResult(page.items, page.revision)
+        batch = limit + skip if matches is None and limit > 0 else max(limit, 500)
+        if limit <= 0:
+            batch = 0
+        collected: ObjList = []
+        while True:
+            page = await self.storage.list(
+                prefix, revision=revision, limit=batch, cont=storage_cont
+            )
+            revision = page.revision
+            items = page.items
+            for i in range(skip, len(items)):
+                obj = items[i]
+                if matches is not None and not matches(obj):
+                    continue
+                collected.append(obj)
+                if limit > 0 and len(collected) >= limit:
+                    rest = len(items) - i - 1
+                    if rest > 0:
+                        token = _Continue(prefix, revision, storage_cont, i + 1)
+                    elif page.cont:
+                        token = _Continue(prefix, revision, page.cont, 0)
+                    else:
+                        return ListResult(collected, revision)
+                    remaining = None
+                    if matches is None and page.remaining is not None:
+                        remaining = page.remaining + rest
+                    return ListResult(collected, revision, token.encode(), remaining)
+            if not page.cont:
+                return ListResult(collected, revision)
+            storage_cont, skip = page.cont, 0
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def create(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        body: RawObject,
+        *,
+        dry_run: bool = False,
+        field_validation: FieldValidation = "Ignore",
+    ) -> WriteResult:
+        if "create" not in resource.verbs:
+            raise errors.method_not_supported(resource.plural, "create", resource.group)
+        obj = copy.deepcopy(body)
+        warnings = self._check_body(resource, obj, namespace, field_validation)
+        meta = obj["metadata"]
+        name = meta.get("name") or ""
+        if not name:
+            generate = meta.get("generateName") or ""
+            if not generate:
+                raise errors.invalid(
+                    resource.kind,
+                    "",
+                    [
+                        StatusCause(
+                            "FieldValueRequired",
+                            "Required value: name or generateName is required",
+                            "metadata.name",
+                        )
+                    ],
+                    resource.group,
+                )
+            name = generate + "".join(secrets.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
+            meta["name"] = name
+        if resource.namespaced:
+            await self._require_namespace(namespace or "")
+        for field_name in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
+            meta.pop(field_name, None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339()
+        meta["generation"] = 1
+        strategy = self.strategy(resource)
+        strategy.prepare_for_create(obj)
+        obj = await self._mutate("CREATE", resource, obj, None, namespace, name, dry_run)
+        self._validate(resource, obj, None, strategy)
+        await self._admit("CREATE", resource, obj, None, namespace, name, dry_run)
+        if dry_run:
+            return WriteResult(obj, warnings, created=True)
+        try:
+            stored = await self.storage.create(self.key(resource, namespace, name), obj)
+        except StorageError as exc:
+            raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+        logger.debug("created %s %s/%s", resource.plural, namespace or "", name)
+        return WriteResult(stored, warnings, created=True)
+
+    async def update(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        body: RawObject,
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+        field_validation: FieldValidation = "Ignore",
+    ) -> WriteResult:
+        """PUT: replace the object (or its status) with ``body``."""
+        if "update" not in resource.verbs:
+            raise errors.method_not_supported(resource.plural, "update", resource.group)
+        new_body = copy.deepcopy(body)
+        warnings = self._check_body(resource, new_body, namespace, field_validation)
+        body_name = new_body["metadata"].get("name")
+        if body_name != name:
+            raise errors.bad_request(
+                f"the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )
+        precondition = new_body["metadata"].get("resourceVersion") or None
+
+        async def compute(current: RawObject) -> RawObject:
+            return copy.deepcopy(new_body)
+
+        result = await self._guaranteed_update(
+            resource,
+            namespace,
+            name,
+            compute,
+            subresource=subresource,
+            precondition=precondition,
+            dry_run=dry_run,
+        )
+        result.warnings = warnings
+        return result
+
+    async def patch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch_type: str,
+        patch: Any,
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+        field_validation: FieldValidation = "Ignore",
+    ) -> WriteResult:
+        """PATCH with ``json`` | ``merge`` | ``strategic`` patches, retried on races."""
+        from apiserver.patch import (
+            PatchError,
+            apply_json_patch,
+            apply_merge_patch,
+            apply_strategic_merge_patch,
+        )
+
+        if "patch" not in resource.verbs:
+            raise errors.method_not_supported(resource.plural, "patch", resource.group)
+        warnings: StrList = []
+
+        async def compute(current: RawObject) -> RawObject:
+            try:
+                if patch_type == "json":
+                    patched = apply_json_patch(current, patch)
+                elif patch_type == "merge":
+                    patched = apply_merge_patch(current, patch)
+                else:
+                    patched = apply_strategic_merge_patch(current, patch, resource)
+            except PatchError as exc:
+                code = getattr(exc, "code", 422)
+                if code == 400:
+                    raise errors.bad_request(str(exc)) from None
+                raise errors.unprocessable(str(exc)) from None
+            if not isinstance(patched, dict):
+                raise errors.unprocessable("the patch did not produce an object")
+            warnings[:] = self._check_body(resource, patched, namespace, field_validation)
+            meta = patched["metadata"]
+            if meta.get("name") != name:
+                raise errors.bad_request("metadata.name cannot be changed by a patch")
+            return patched
+
+        patch_rv = _patch_precondition(patch_type, patch)
+        result = await self._guaranteed_update(
+            resource,
+            namespace,
+            name,
+            compute,
+            subresource=subresource,
+            precondition=patch_rv,
+            dry_run=dry_run,
+        )
+        result.warnings = warnings
+        return result
+
+    async def _guaranteed_update(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        compute: Callable[[RawObject], Awaitable[RawObject]],
+        *,
+        subresource: str,
+        precondition: str | None,
+        dry_run: bool,
+    ) -> WriteResult:
+        key = self.key(resource, namespace, name)
+        strategy = self.strategy(resource)
+        for _attempt in range(MAX_CAS_ATTEMPTS):
+            try:
+                current = await self.storage.get(key)
+            except StorageError as exc:
+                raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+            current_rv = current["metadata"].get("resourceVersion")
+            if precondition is not None and precondition != current_rv:
+                raise errors.conflict(resource.plural, name, resource.group)
+            proposed = await compute(copy.deepcopy(current))
+            new_rv = proposed["metadata"].get("resourceVersion")
+            if new_rv and new_rv != current_rv:
+                raise errors.conflict(resource.plural, name, resource.group)
+            new = self._prepare_update(resource, strategy, proposed, current, subresource)
+            new = await self._mutate("UPDATE", resource, new, current, namespace, name, dry_run)
+            self._validate(resource, new, current, strategy)
+            await self._admit("UPDATE", resource, new, current, namespace, name, dry_run)
+            finishing = bool(new["metadata"].get("deletionTimestamp")) and not new["metadata"].get(
+                "finalizers"
+            )
+            if dry_run:
+                return WriteResult(new, [], gone=finishing)
+            try:
+                stored = await self.storage.guaranteed_update(
+                    key, _replace_with(new), expect_rv=current_rv
+                )
+            except Conflict:
+                if precondition is not None:
+                    raise errors.conflict(resource.plural, name, resource.group) from None
+                continue
+            except StorageError as exc:
+                raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+            if finishing:
+                return await self._finish_deletion(resource, key, name, stored)
+            return WriteResult(stored, [])
+        raise errors.conflict(
+            resource.plural, name, resource.group, "too many concurrent writers; retry"
+        )
+
+    def _prepare_update(
+        self,
+        resource: Resource,
+        strategy: Strategy,
+        new: RawObject,
+        old: RawObject,
+        subresource: str,
+    ) -> RawObject:
+        old_meta = old["metadata"]
+        if subresource == "status":
+            status_only = copy.deepcopy(old)
+            if "status" in new:
+                status_only["status"] = new["status"]
+            else:
+                status_only.pop("status", None)
+            strategy.prepare_for_status_update(status_only, old)
+            return status_only
+        meta = new["metadata"]
+        # Fields the client may not change (upstream silently keeps the stored ones).
+        for field_name in ("uid", "creationTimestamp", "deletionTimestamp", "generation"):
+            if field_name in old_meta:
+                meta[field_name] = old_meta[field_name]
+            else:
+                meta.pop(field_name, None)
+        if "deletionGracePeriodSeconds" in old_meta:
+            meta["deletionGracePeriodSeconds"] = old_meta["deletionGracePeriodSeconds"]
+        meta["resourceVersion"] = old_meta.get("resourceVersion")
+        if resource.namespaced:
+            meta["namespace"] = old_meta.get("namespace")
+        if "status" in resource.subresources:
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+            else:
+                new.pop("status", None)
+        strategy.prepare_for_update(new, old)
+        if new["metadata"].get("generation") == old_meta.get("generation") and _spec_of(
+            new
+        ) != _spec_of(old):
+            new["metadata"]["generation"] = int(old_meta.get("generation") or 0) + 1
+        return new
+
+    async def _finish_deletion(
+        self, resource: Resource, key: str, name: str, stored: RawObject
+    ) -> WriteResult:
+        """The last finalizer is gone from an object being deleted: remove it now."""
+        try:
+            deleted = await self.storage.delete(
+                key, expect_rv=stored["metadata"].get("resourceVersion")
+            )
+        except (NotFound, Conflict):
+            # Someone else finished (or changed) it first; what we wrote stands.
+            return WriteResult(stored, [], gone=False)
+        except StorageError as exc:
+            raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+        return WriteResult(deleted, [], gone=True)
+
+    async def delete(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        *,
+        precondition_uid: str | None = None,
+        precondition_rv: str | None = None,
+        dry_run: bool = False,
+    ) -> WriteResult:
+        """Delete now, or mark for deletion while finalizers remain (``gone`` False)."""
+        if "delete" not in resource.verbs and resource.plural != "namespaces":
+            raise errors.method_not_supported(resource.plural, "delete", resource.group)
+        key = self.key(resource, namespace, name)
+        if resource.group == "" and resource.plural == "namespaces":
+            if name in UNDELETABLE_NAMESPACES:
+                raise errors.forbidden(
+                    f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                    plural="namespaces",
+                    name=name,
+                )
+        for _attempt in range(MAX_CAS_ATTEMPTS):
+            try:
+                current = await self.storage.get(key)
+            except StorageError as exc:
+                raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+            meta = current["metadata"]
+            if precondition_uid is not None and precondition_uid != meta.get("uid"):
+                raise errors.conflict(
+                    resource.plural,
+                    name,
+                    resource.group,
+                    f"Precondition failed: UID in precondition: {precondition_uid}, "
+                    f"UID in object meta: {meta.get('uid')}",
+                )
+            if precondition_rv is not None and precondition_rv != meta.get("resourceVersion"):
+                raise errors.conflict(
+                    resource.plural,
+                    name,
+                    resource.group,
+                    f"Precondition failed: ResourceVersion in precondition: {precondition_rv}, "
+                    f"ResourceVersion in object meta: {meta.get('resourceVersion')}",
+                )
+            await self._admit("DELETE", resource, None, current, namespace, name, dry_run)
+            if meta.get("finalizers"):
+                if meta.get("deletionTimestamp"):
+                    return WriteResult(current, [], gone=False)
+                marked = copy.deepcopy(current)
+                marked["metadata"]["deletionTimestamp"] = now_rfc3339()
+                marked["metadata"]["deletionGracePeriodSeconds"] = 0
+                if dry_run:
+                    return WriteResult(marked, [], gone=False)
+                try:
+                    stored = await self.storage.guaranteed_update(
+                        key, _replace_with(marked), expect_rv=meta.get("resourceVersion")
+                    )
+                except Conflict:
+                    continue
+                except StorageError as exc:
+                    raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+                return WriteResult(stored, [], gone=False)
+            if dry_run:
+                return WriteResult(current, [], gone=True)
+            if resource.group == "" and resource.plural == "namespaces":
+                await self._empty_namespace(name)
+            try:
+                deleted = await self.storage.delete(key, expect_rv=meta.get("resourceVersion"))
+            except Conflict:
+                continue
+            except StorageError as exc:
+                raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+            return WriteResult(deleted, [], gone=True)
+        raise errors.conflict(
+            resource.plural, name, resource.group, "too many concurrent writers; retry"
+        )
+
+    async def delete_collection(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        dry_run: bool = False,
+    ) -> ListResult:
+        if "deletecollection" not in resource.verbs:
+            raise errors.method_not_supported(resource.plural, "deletecollection", resource.group)
+        listed = await self.list(
+            resource, namespace, label_selector=label_selector, field_selector=field_selector
+        )
+        deleted: ObjList = []
+        for obj in listed.items:
+            meta = obj["metadata"]
+            try:
+                result = await self.delete(
+                    resource, meta.get("namespace"), meta["name"], dry_run=dry_run
+                )
+            except StatusError as exc:
+                if exc.code == 404:
+                    continue
+                raise
+            deleted.append(result.obj)
+        return ListResult(deleted, listed.revision)
+
+    async def _empty_namespace(self, namespace: str) -> None:
+        """Delete every namespaced object in ``namespace`` (the namespace controller's job)."""
+        for resource in self.index.all():
+            if not resource.namespaced:
+                continue
+            try:
+                page = await self.storage.list(self.prefix(resource, namespace))
+            except StorageError as exc:
+                raise errors.from_storage(exc, "namespaces", namespace) from None
+            for obj in page.items:
+                try:
+                    await self.delete(resource, namespace, obj["metadata"]["name"])
+                except StatusError as exc:
+                    if exc.code != 404:
+                        raise
+
+    async def _require_namespace(self, namespace: str) -> None:
+        ns_res = self.index.lookup("", "v1", "namespaces")
+        if ns_res is None:
+            return
+        try:
+            ns = await self.storage.get(self.key(ns_res, None, namespace))
+        except NotFound:
+            raise errors.not_found("namespaces", namespace) from None
+        except StorageError as exc:
+            raise errors.from_storage(exc, "namespaces", namespace) from None
+        if ns["metadata"].get("deletionTimestamp"):
+            raise errors.forbidden(
+                f"unable to create new content in namespace {namespace} because it is being "
+                "terminated",
+                plural="namespaces",
+                name=namespace,
+            )
+
+    # -- the write path's steps -------------------------------------------------------
+
+    def _check_body(
+        self,
+        resource: Resource,
+        obj: RawObject,
+        namespace: str | None,
+        field_validation: FieldValidation,
+    ) -> StrList:
+        """Kind, apiVersion, namespace and (Strict/Warn) unknown fields; fills the defaults."""
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the request body must be a JSON object")
+        api_version = obj.get("apiVersion")
+        kind = obj.get("kind")
+        if api_version is None and kind is None:
+            obj["apiVersion"] = resource.api_version
+            obj["kind"] = resource.kind
+        elif kind != resource.kind or api_version != resource.api_version:
+            raise errors.bad_request(
+                f"the body of the request is {api_version or '?'} {kind or '?'}, but the URL "
+                f"names {resource.api_version} {resource.kind}; send it to its own URL"
+            )
+        meta = obj.get("metadata")
+        if meta is None:
+            meta = obj["metadata"] = {}
+        if not isinstance(meta, dict):
+            raise errors.bad_request("metadata must be an object")
+        if resource.namespaced:
+            body_ns = meta.get("namespace")
+            if body_ns and namespace and body_ns != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent "
+                    "on the request"
+                )
+            if namespace:
+                meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        problem = decode_error(obj, resource)
+        if problem is not None:
+            raise errors.bad_request(problem)
+        if field_validation == "Ignore":
+            return []
+        unknown = self.unknown_fields(resource, obj)
+        if not unknown:
+            return []
+        if field_validation == "Strict":
+            detail = ", ".join(f'unknown field "{path}"' for path in unknown)
+            raise errors.bad_request(
+                f'{resource.kind} in version "{resource.version}" cannot be handled as a '
+                f"{resource.kind}: strict decoding error: {detail}",
+                [StatusCause("FieldValueInvalid", f'unknown field "{p}"', p) for p in unknown],
+            )
+        return [f'unknown field "{path}"' for path in unknown]
+
+    def unknown_fields(self, resource: Resource, obj: RawObject) -> StrList:
+        """Fields of ``obj`` its kind does not define (as its strategy or its model says)."""
+        custom = getattr(self.strategy(resource), "unknown_fields", None)
+        if custom is not None:
+            found: StrList = custom(obj)
+            return found
+        return unknown_fields(obj, resource)
+
+    def _validate(
+        self, resource: Resource, obj: RawObject, old: RawObject | None, strategy: Strategy
+    ) -> None:
+        causes: AnyList = []
+        causes.extend(strategy.validate(obj) if old is None else strategy.validate_update(obj, old))
+        if causes:
+            name = (obj.get("metadata") or {}).get("name") or ""
+            raise errors.invalid(
+                resource.kind, name, [_as_cause(c) for c in causes], resource.group
+            )
+
+    async def _mutate(
+        self,
+        op: Operation,
+        resource: Resource,
+        obj: RawObject,
+        old: RawObject | None,
+        namespace: str | None,
+        name: str,
+        dry_run: bool,
+    ) -> RawObject:
+        try:
+            mutated = await self.admission.mutate(op, resource, obj, old, namespace, name, dry_run)
+        except AdmissionDenied as exc:
+            raise _denied(exc, resource, name) from None
+        return obj if mutated is None else mutated
+
+    async def _admit(
+        self,
+        op: Operation,
+        resource: Resource,
+        obj: RawObject | None,
+        old: RawObject | None,
+        namespace: str | None,
+        name: str,
+        dry_run: bool,
+    ) -> None:
+        try:
+            await self.admission.validate(op, resource, obj, old, namespace, name, dry_run)
+        except AdmissionDenied as exc:
+            raise _denied(exc, resource, name) from None
+
+    # -- watch ------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        *,
+        resource_version: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        send_initial_events: bool | None = None,
+    ) -> WatchStart:
+        """Subscribe; with no (or "0") resourceVersion the current objects come first."""
+        matches = self.matcher(resource, label_selector, field_selector)
+        base = self.prefix(resource)
+        filter_ = WatchFilter(self.prefix(resource, namespace), matches)
+        initial: ObjList = []
+        if resource_version in ("", "0") or send_initial_events:
+            await self.hub.broadcaster(base)
+            since = 0
+            if resource_version not in ("", "0"):
+                since = _parse_rv(resource_version)
+            try:
+                page = await self.storage.list(filter_.key_prefix, revision=since)
+            except StorageError as exc:
+                raise _list_error(exc, False) from None
+            initial = [o for o in page.items if matches is None or matches(o)]
+            revision = page.revision
+        else:
+            revision = _parse_rv(resource_version)
+            latest = self.hub.last_revision(base)
+            if revision > latest and revision > await self.storage.current_revision():
+                raise errors.expired(f"too large resource version: {revision}, current: {latest}")
+        sub = await self.hub.subscribe(base, revision, filter_)
+        return WatchStart(sub, base, initial, revision)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _replace_with(obj: RawObject) -> UpdateFn:
+    """A storage update function that writes ``obj`` (computed against a known revision)."""
+
+    def update(_current: RawObject) -> RawObject:
+        return obj
+
+    return update
+
+
+def _spec_of(obj: RawObject) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _as_cause(cause: Any) -> StatusCause:
+    if isinstance(cause, StatusCause):
+        return cause
+    reason = getattr(cause, "reason", None) or getattr(cause, "type", "FieldValueInvalid")
+    return StatusCause(
+        str(reason), str(getattr(cause, "message", cause)), str(getattr(cause, "field", "") or "")
+    )
+
+
+def _denied(exc: AdmissionDenied, resource: Resource, name: str) -> StatusError:
+    reason = exc.reason
+    if reason is None:
+        reason = {400: "BadRequest", 403: "Forbidden", 422: "Invalid"}.get(exc.code, "Forbidden")
+    return StatusError(
+        exc.code, reason, exc.message, name=name, group=resource.group, kind=resource.plural
+    )
+
+
+def _parse_rv(value: str) -> int:
+    try:
+        rv = int(value)
+    except ValueError:
+        raise errors.bad_request(f"invalid resource version: {value!r}") from None
+    if rv < 0:
+        raise errors.bad_request(f"invalid resource version: {value!r}")
+    return rv
+
+
+def _list_revision(rv: str, match: str, limit: int, cont: str) -> int:
+    """The revision a list reads at (0: latest), following upstream's rules."""
+    if match and match not in ("Exact", "NotOlderThan"):
+        raise errors.bad_request(
+            f"resourceVersionMatch: Unsupported value: {match!r}: supported values: "
+            '"Exact", "NotOlderThan"'
+        )
+    if match and not rv:
+        raise errors.bad_request(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided"
+        )
+    if cont and rv not in ("", "0"):
+        raise errors.bad_request("specifying resource version is not allowed when using continue")
+    if not rv or rv == "0":
+        if match == "Exact" and rv == "0":
+            raise errors.bad_request(
+                'resourceVersionMatch "Exact" is forbidden for resourceVersion "0"'
+            )
+        return 0
+    revision = _parse_rv(rv)
+    if match == "Exact" or (not match and limit > 0):
+        return revision
+    return 0
+
+
+def _list_error(exc: StorageError, with_continue: bool) -> StatusError:
+    from apiserver.storage import interface
+
+    if isinstance(exc, interface.Compacted):
+        if with_continue:
+            return errors.expired(
+                "The provided continue parameter is too old to display a consistent list "
+                "result. You can start a new list without the continue parameter."
+            )
+        return errors.expired(
+            f"The resourceVersion for the provided list is too old (requested "
+            f"{exc.requested}, oldest kept {exc.compacted})."
+        )
+    invalid_continue = getattr(interface, "InvalidContinue", None)
+    if invalid_continue is not None and isinstance(exc, invalid_continue):
+        return errors.bad_request("the continue parameter is invalid; start a new list")
+    too_large = getattr(interface, "TooLargeRevision", None)
+    if too_large is not None and isinstance(exc, too_large):
+        return errors.timeout(f"Too large resource version: {exc}")
+    return errors.from_storage(exc, "", "")
+
+
+def _patch_precondition(patch_type: str, patch: Any) -> str | None:
+    """A merge/strategic patch carrying metadata.resourceVersion is a precondition."""
+    if patch_type in ("merge", "strategic") and isinstance(patch, dict):
+        meta = patch.get("metadata")
+        if isinstance(meta, dict):
+            rv = meta.get("resourceVersion")
+            if isinstance(rv, str) and rv:
+                return rv
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Continue:
+    """The registry's continue token: a storage page start plus items to skip in it."""
+
+    prefix: str
+    revision: int
+    storage: str
+    skip: int
+
+    def encode(self) -> str:
+        raw = json.dumps(
+            {"p": self.prefix, "r": self.revision, "s": self.storage, "k": self.skip},
+            separators=(",", ":"),
+        )
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str, prefix: str) -> _Continue:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            data = json.loads(raw)
+            found = cls(str(data["p"]), int(data["r"]), str(data["s"]), int(data["k"]))
+        except (binascii.Error, ValueError, KeyError, TypeError):
+            raise errors.bad_request(
+                "the continue parameter is invalid; start a new list"
+            ) from None
+        if found.prefix != prefix:
+            raise errors.bad_request("the continue parameter belongs to another list")
+        return found
