@@ -37,6 +37,20 @@ _PACKAGES = {
     "minik8s.models.networking": "io.k8s.api.networking.v1",
     "minik8s.models.coordination": "io.k8s.api.coordination.v1",
 }
+INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
+QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+_SCALAR_SCHEMAS: dict[str, RawObject] = {
+    INT_OR_STRING: {
+        "description": "IntOrString is a type that can hold an int32 or a string.",
+        "type": "string",
+        "format": "int-or-string",
+    },
+    QUANTITY: {
+        "description": "Quantity is a fixed-point representation of a number "
+        "(``100m``, ``1Gi``, ``2``).",
+        "type": "string",
+    },
+}
 _QUERY_STRING = {"type": "string", "uniqueItems": True}
 _SCHEMA_PROVIDERS: list[SchemaProvider] = []
 
@@ -98,11 +112,10 @@ def _type_schema(annotation: Any, pending: list[type[KubeModel]]) -> RawObject:
     if origin in (typing.Union, types.UnionType):
         if len(args) == 1:
             return _type_schema(args[0], pending)
-        if str in args and (int in args or float in args):
-            return {
-                "x-kubernetes-int-or-string": True,
-                "anyOf": [{"type": "integer"}, {"type": "string"}],
-            }
+        if str in args and float in args:
+            return {"$ref": f"#/components/schemas/{QUANTITY}"}
+        if str in args and int in args:
+            return {"$ref": f"#/components/schemas/{INT_OR_STRING}"}
         return {}
     if origin is list:
         return {"type": "array", "items": _type_schema(args[0], pending) if args else {}}
@@ -170,7 +183,7 @@ def _model_schema(
 def component_schemas(models: list[type[KubeModel]]) -> dict[str, RawObject]:
     """The schemas of ``models`` and of every model they refer to, by upstream name."""
     extensions = _patch_extensions()
-    schemas: dict[str, RawObject] = {}
+    schemas: dict[str, RawObject] = dict(_SCALAR_SCHEMAS)
     pending = list(models)
     while pending:
         model = pending.pop()

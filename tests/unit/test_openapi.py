@@ -66,7 +66,8 @@ def test_schemas_are_generated_from_the_models_with_wire_names() -> None:
     assert spec["ports"]["x-kubernetes-patch-merge-key"] == "port"
     port = schemas["io.k8s.api.core.v1.ServicePort"]
     assert port["required"] == ["port"]
-    assert port["properties"]["targetPort"]["x-kubernetes-int-or-string"] is True
+    target = port["properties"]["targetPort"]["$ref"].rsplit("/", 1)[1]
+    assert schemas[target]["format"] == "int-or-string"
     assert "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta" in schemas
 
 
