@@ -108,6 +108,8 @@ def _inner_model(annotation: Any) -> type[KubeModel] | None:
 
 def _type_schema(annotation: Any, pending: list[type[KubeModel]]) -> RawObject:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _type_schema(typing.get_args(annotation)[0], pending)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if origin in (typing.Union, types.UnionType):
         if len(args) == 1:

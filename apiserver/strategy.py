@@ -169,6 +169,8 @@ def model_causes(model: type[KubeModel], obj: RawObject) -> list[Cause]:
             seen.add(path)
             if error["type"] == "missing":
                 causes.append(required(path))
+            elif error["type"] == "value_error":
+                causes.append(type_invalid(path, value, str(error.get("ctx", {}).get("error"))))
             else:
                 causes.append(
                     type_invalid(path, value, f"must be of type {_expected(error['type'])}")

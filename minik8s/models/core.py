@@ -6,9 +6,10 @@ as an extra field (``extra="allow"``), so objects round-trip whole.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import re
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from minik8s.models.base import KubeModel, KubeObject
 from minik8s.models.meta import (
@@ -20,7 +21,19 @@ from minik8s.models.meta import (
 )
 
 IntOrString = int | str
-Quantity = int | float | str
+
+QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+_QUANTITY = re.compile(QUANTITY_PATTERN)
+
+
+def _check_quantity(value: int | float | str) -> int | float | str:
+    if isinstance(value, str) and not _QUANTITY.match(value):
+        raise ValueError(f"quantities must match the regular expression '{QUANTITY_PATTERN}'")
+    return value
+
+
+Quantity = Annotated[int | float | str, AfterValidator(_check_quantity)]
+"""A resource quantity (``100m``, ``1Gi``, ``2``), kept as sent."""
 
 # --------------------------------------------------------------------------- Namespace
 

@@ -381,3 +381,15 @@ def test_service_status_ingress_ips_are_validated() -> None:
     assert [c.field for c in strategy.validate_status_update(new, old)] == [
         "status.loadBalancer.ingress[0].ip"
     ]
+
+
+def test_bad_quantities_do_not_decode() -> None:
+    obj = pod(containers=[{"name": "c", "image": "x", "resources": {"limits": {"cpu": "1x0m"}}}])
+    message = decode_error(obj, PODS)
+    assert message is not None
+    assert message.endswith(
+        "quantities must match the regular expression "
+        "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    )
+    fine = pod(containers=[{"name": "c", "image": "x", "resources": {"limits": {"cpu": "100m"}}}])
+    assert decode_error(fine, PODS) is None
