@@ -19,9 +19,11 @@ from apiserver.validation import (
     is_dns1123_label,
     is_dns1123_subdomain,
     is_env_var_name,
+    is_qualified_name,
     is_valid_port_name,
     is_valid_port_num,
     not_found,
+    not_supported,
     one_of,
     required,
     validate_ip,
@@ -177,6 +179,8 @@ class PodStrategy(GenericStrategy):
         selector = spec.get("nodeSelector")
         if isinstance(selector, dict):
             causes += validate_labels(selector, "spec.nodeSelector")
+        for i, toleration in dicts(spec.get("tolerations")):
+            causes += validate_toleration(toleration, index("spec.tolerations", i))
         return causes
 
     def _validate_container(
@@ -259,6 +263,15 @@ class PodStrategy(GenericStrategy):
     def validate_kind_update(self, new: RawObject, old: RawObject) -> list[Cause]:
         if _mutable_masked(new.get("spec")) != _mutable_masked(old.get("spec")):
             return [forbidden("spec", POD_UPDATE_FORBIDDEN)]
+        new_tolerations = dig(new, "spec", "tolerations") or []
+        removed = [t for t in dig(old, "spec", "tolerations") or [] if t not in new_tolerations]
+        if removed:
+            return [
+                forbidden(
+                    "spec.tolerations",
+                    "existing toleration can not be modified except its tolerationSeconds",
+                )
+            ]
         return []
 
     def validate_status_update(self, new: RawObject, old: RawObject) -> list[Cause]:
@@ -332,6 +345,47 @@ class PodStrategy(GenericStrategy):
             description="The pod's readiness gates: how many of them are satisfied.",
         ),
     )
+
+
+def validate_toleration(toleration: dict[str, Any], path: str) -> list[Cause]:
+    """validateTolerations: operator, effect, key and tolerationSeconds as upstream checks them."""
+    causes: list[Cause] = []
+    key_name = toleration.get("key")
+    operator = toleration.get("operator") or "Equal"
+    if isinstance(key_name, str) and key_name:
+        causes += [invalid(child(path, "key"), key_name, m) for m in is_qualified_name(key_name)]
+    elif operator != "Exists":
+        causes.append(
+            invalid(
+                child(path, "operator"),
+                operator,
+                'operator must be Exists when `key` is empty, which means "match all values and '
+                'all keys"',
+            )
+        )
+    if toleration.get("tolerationSeconds") is not None and toleration.get("effect") != "NoExecute":
+        causes.append(
+            invalid(
+                child(path, "effect"),
+                toleration.get("effect") or "",
+                "effect must be 'NoExecute' when `tolerationSeconds` is set",
+            )
+        )
+    if operator == "Exists" and toleration.get("value"):
+        causes.append(
+            invalid(
+                child(path, "operator"), operator, "value must be empty when `operator` is 'Exists'"
+            )
+        )
+    elif operator not in ("Equal", "Exists"):
+        causes.append(not_supported(child(path, "operator"), operator, ("Equal", "Exists")))
+    if toleration.get("effect"):
+        causes += one_of(
+            child(path, "effect"),
+            toleration["effect"],
+            ("NoExecute", "NoSchedule", "PreferNoSchedule"),
+        )
+    return causes
 
 
 def _mutable_masked(spec: Any) -> Any:

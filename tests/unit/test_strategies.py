@@ -393,3 +393,26 @@ def test_bad_quantities_do_not_decode() -> None:
     )
     fine = pod(containers=[{"name": "c", "image": "x", "resources": {"limits": {"cpu": "100m"}}}])
     assert decode_error(fine, PODS) is None
+
+
+def test_tolerations_are_validated_and_may_only_be_added() -> None:
+    obj = created(
+        PODS,
+        pod(
+            tolerations=[{"operator": "Exists", "value": "x"}, {"key": "a", "effect": "Sometimes"}]
+        ),
+    )
+    assert [c.field for c in strategy_for(PODS).validate(obj)] == [
+        "spec.tolerations[0].operator",
+        "spec.tolerations[1].effect",
+    ]
+    strategy = strategy_for(PODS)
+    old = created(PODS, pod(tolerations=[{"key": "a", "operator": "Exists"}]))
+    added = copy.deepcopy(old)
+    added["spec"]["tolerations"].append({"key": "b", "operator": "Exists"})
+    strategy.prepare_for_update(added, old)
+    assert strategy.validate_update(added, old) == []
+    removed = copy.deepcopy(old)
+    removed["spec"]["tolerations"] = []
+    strategy.prepare_for_update(removed, old)
+    assert [c.field for c in strategy.validate_update(removed, old)] == ["spec.tolerations"]
