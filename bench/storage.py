@@ -1,0 +1,423 @@
+"""Storage benchmark: both backends, each beside its raw baseline measured in the same run.
+
+For the embedded SQLite store (synchronous=FULL: fsync on every commit) and for etcd
+(Debian's etcd-server, started here on loopback with its data in a temporary folder):
+
+- 10,000 creates of 1 KiB objects, one at a time and 16 in flight;
+- a list of those 10,000 objects, whole and in pages of 500 (median of 5);
+- put-to-watch-event latency (a create until its event arrives on an open watch).
+
+Baselines: raw sqlite3 commits on the same disk (and the disk's fdatasync rate) for the
+SQLite store; for etcd, the raw client rate through the same aetcd client (txn
+create-if-absent puts of the same bytes, no JSON, no objects) at the same concurrency.
+
+Run alone: ``python -m bench storage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from apiserver.storage.etcd import EtcdStorage
+from apiserver.storage.interface import RawObject, Storage
+from apiserver.storage.sqlite import SqliteStorage
+from bench.report import Report
+
+CREATES = 10_000
+CONCURRENCY = 16
+PAGE = 500
+LIST_ROUNDS = 5
+EVENT_SAMPLES = 1_000
+OBJECT_BYTES = 1024
+
+
+def make_object(i: int) -> RawObject:
+    """A ConfigMap whose stored JSON is ``OBJECT_BYTES`` long."""
+    obj: RawObject = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"cm-{i:05d}",
+            "namespace": "bench",
+            "uid": f"00000000-0000-4000-8000-{i:012d}",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"app": "bench", "shard": str(i % 16)},
+        },
+        "data": {"payload": ""},
+    }
+    obj["data"]["payload"] = "x" * (OBJECT_BYTES - len(orjson.dumps(obj)))
+    return obj
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+@dataclass
+class Rate:
+    ops_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+    def __str__(self) -> str:
+        return f"{self.ops_per_s:,.0f}/s (p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms)"
+
+
+async def measure_rate(
+    op: Callable[[int], Awaitable[object]], count: int, concurrency: int
+) -> Rate:
+    """Run ``op(i)`` for i in range(count) from ``concurrency`` tasks."""
+    latencies: list[float] = []
+
+    async def worker(first: int) -> None:
+        for i in range(first, count, concurrency):
+            started = time.perf_counter()
+            await op(i)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return Rate(count / elapsed, percentile(latencies, 50) * 1e3, percentile(latencies, 99) * 1e3)
+
+
+async def creates(store: Storage, prefix: str, concurrency: int) -> Rate:
+    objects = [make_object(i) for i in range(CREATES)]
+
+    async def create(i: int) -> object:
+        return await store.create(f"{prefix}cm-{i:05d}", objects[i])
+
+    return await measure_rate(create, CREATES, concurrency)
+
+
+async def timed_ms(action: Callable[[], Awaitable[object]], rounds: int = LIST_ROUNDS) -> float:
+    """Median wall time of ``action`` in ms."""
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await action()
+        samples.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(samples)
+
+
+async def list_whole(store: Storage, prefix: str) -> int:
+    page = await store.list(prefix)
+    assert len(page.items) == CREATES, len(page.items)
+    return len(page.items)
+
+
+async def list_paged(store: Storage, prefix: str) -> int:
+    count, cont = 0, ""
+    while True:
+        page = await store.list(prefix, limit=PAGE, cont=cont)
+        count += len(page.items)
+        cont = page.cont
+        if not cont:
+            break
+    assert count == CREATES, count
+    return count
+
+
+async def put_to_event(store: Storage, prefix: str) -> tuple[float, float]:
+    """p50 and p99 (ms) from the start of a create to its event on an open watch."""
+    arrived: dict[str, asyncio.Future[float]] = {}
+    since = await store.current_revision()
+
+    async def consume() -> None:
+        async for event in store.watch(prefix, since=since):
+            future = arrived.get(event.key)
+            if future is not None and not future.done():
+                future.set_result(time.perf_counter())
+
+    consumer = asyncio.create_task(consume())
+    loop = asyncio.get_running_loop()
+    samples = []
+    try:
+        for i in range(EVENT_SAMPLES):
+            key = f"{prefix}ev-{i:05d}"
+            arrived[key] = loop.create_future()
+            started = time.perf_counter()
+            await store.create(key, make_object(i))
+            async with asyncio.timeout(10):
+                samples.append((await arrived[key] - started) * 1e3)
+    finally:
+        consumer.cancel()
+    return percentile(samples, 50), percentile(samples, 99)
+
+
+# -- SQLite ------------------------------------------------------------------------------
+
+
+def fdatasync_rate(directory: Path, count: int = 2000) -> float:
+    """fdatasync/s of 2,300-byte writes (the shape of etcd's recommended fio check)."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        block = b"x" * 2300
+        started = time.perf_counter()
+        for _ in range(count):
+            os.write(fd, block)
+            os.fdatasync(fd)
+        return count / (time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def raw_sqlite_commits(directory: Path, per_commit: int, count: int = 5000) -> float:
+    """Rows/s with plain sqlite3 (WAL, synchronous=FULL), ``per_commit`` 1 KiB rows a commit."""
+    conn = sqlite3.connect(directory / "raw.sqlite", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, name TEXT, v BLOB)")
+        value = orjson.dumps(make_object(0))
+        started = time.perf_counter()
+        for first in range(0, count, per_commit):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO t (name, v) VALUES (?, ?)",
+                ((f"k{first + j}-{per_commit}", value) for j in range(per_commit)),
+            )
+            conn.execute("COMMIT")
+        return count / (time.perf_counter() - started)
+    finally:
+        conn.close()
+
+
+async def sqlite_figures(report: Report, directory: Path) -> None:
+    section = report.section(
+        "SQLite store (embedded default)",
+        note=(
+            f"`SqliteStorage(synchronous='FULL')`: every commit is fsynced before it is"
+            f" acknowledged. {CREATES:,} creates of {OBJECT_BYTES} B objects; SQLite"
+            f" {sqlite3.sqlite_version}; default asyncio event loop."
+        ),
+    )
+    fsyncs = await asyncio.to_thread(fdatasync_rate, directory)
+    raw_one = await asyncio.to_thread(raw_sqlite_commits, directory, 1, 3000)
+    raw_batch = await asyncio.to_thread(raw_sqlite_commits, directory, CONCURRENCY, 10000)
+    store = SqliteStorage(directory / "bench.sqlite", compact_interval=0)
+    await store.start()
+    try:
+        seq = await creates(store, "/registry/configmaps/seq/", 1)
+        batches_before, writes_before = store.batches, store.writes
+        conc = await creates(store, "/registry/configmaps/bench/", CONCURRENCY)
+        per_commit = (store.writes - writes_before) / max(store.batches - batches_before, 1)
+        raw_list = await asyncio.to_thread(raw_sqlite_list, store.path)
+        whole = await timed_ms(lambda: list_whole(store, "/registry/configmaps/bench/"))
+        paged = await timed_ms(lambda: list_paged(store, "/registry/configmaps/bench/"))
+        p50, p99 = await put_to_event(store, "/registry/events-bench/")
+    finally:
+        await store.close()
+    section.row(
+        "creates, 1 at a time",
+        seq,
+        target=">= 3,000/s",
+        baseline=(
+            f"raw sqlite3, 1 row per commit: {raw_one:,.0f}/s; disk fdatasync: {fsyncs:,.0f}/s"
+        ),
+        ok=seq.ops_per_s >= 3000,
+    )
+    section.row(
+        f"creates, {CONCURRENCY} in flight",
+        f"{conc}; {per_commit:.1f} writes per commit",
+        target=">= 10,000/s",
+        baseline=f"raw sqlite3, {CONCURRENCY} rows per commit: {raw_batch:,.0f}/s",
+        ok=conc.ops_per_s >= 10000,
+    )
+    section.row(
+        f"list {CREATES:,} objects, whole",
+        f"{whole:.1f} ms",
+        target="<= 40 ms",
+        baseline=f"the list's SQL alone, values not decoded: {raw_list:.1f} ms",
+        ok=whole <= 40,
+    )
+    section.row(f"list {CREATES:,} objects, pages of {PAGE}", f"{paged:.1f} ms")
+    section.row(
+        "put -> watch event",
+        f"p50 {p50:.3f} ms, p99 {p99:.3f} ms",
+        target="p99 <= 2 ms",
+        baseline=f"create acknowledged, 1 at a time: p50 {seq.p50_ms:.3f} ms",
+        ok=p99 <= 2,
+    )
+
+
+def raw_sqlite_list(path: Path) -> float:
+    """Median ms of the list's SQL alone (rows fetched, values not decoded)."""
+    from apiserver.storage.sqlite import _LIST
+
+    conn = sqlite3.connect(path)
+    try:
+        sql = _LIST.format(upper="AND name < ?")
+        args = ("/registry/configmaps/bench/", "/registry/configmaps/bench0", 1 << 62, -1)
+        samples = []
+        for _ in range(LIST_ROUNDS):
+            started = time.perf_counter()
+            rows = conn.execute(sql, args).fetchall()
+            samples.append((time.perf_counter() - started) * 1e3)
+        assert len(rows) == CREATES, len(rows)
+        return statistics.median(samples)
+    finally:
+        conn.close()
+
+
+# -- etcd ------------------------------------------------------------------------------
+
+
+async def raw_etcd_creates(endpoint: str, prefix: str, concurrency: int) -> Rate:
+    """txn create-if-absent puts of the same bytes through aetcd's own client API."""
+    import aetcd
+
+    host, _, port = endpoint.rpartition(":")
+    client = aetcd.Client(
+        host=host, port=int(port), options={"grpc.max_receive_message_length": -1}
+    )
+    await client.connect()
+    values = [orjson.dumps(make_object(i)) for i in range(CREATES)]
+    try:
+
+        async def create(i: int) -> object:
+            key = f"{prefix}cm-{i:05d}".encode()
+            ok, _ = await client.transaction(
+                compare=[client.transactions.create(key) == 0],
+                success=[client.transactions.put(key, values[i])],
+                failure=[],
+            )
+            assert ok
+            return ok
+
+        return await measure_rate(create, CREATES, concurrency)
+    finally:
+        await client.close()
+
+
+async def raw_etcd_range_ms(endpoint: str, prefix: str) -> float:
+    """Median ms of one Range over the listed keys (protobuf parsed, values not decoded)."""
+    import aetcd
+    from aetcd import rpc
+
+    from apiserver.storage.etcd import range_end
+
+    host, _, port = endpoint.rpartition(":")
+    client = aetcd.Client(
+        host=host, port=int(port), options={"grpc.max_receive_message_length": -1}
+    )
+    await client.connect()
+    try:
+        request = rpc.RangeRequest(key=prefix.encode(), range_end=range_end(prefix.encode()))
+
+        async def once() -> object:
+            response = await client.kvstub.Range(request)
+            assert len(response.kvs) == CREATES
+            return response
+
+        return await timed_ms(once)
+    finally:
+        await client.close()
+
+
+async def etcd_figures(report: Report, directory: Path) -> None:
+    from tests.support.etcd import etcd_binary, start_etcd
+
+    section = report.section(
+        "etcd store",
+        note=(
+            "`EtcdStorage` against Debian's etcd-server started here on loopback (default"
+            " WAL fsync), sharing the 2 cores with the client. Baseline: the same aetcd"
+            " client's own `transaction()` API doing txn create-if-absent puts of the same"
+            " bytes, at the same concurrency, in the same run."
+        ),
+    )
+    if etcd_binary() is None:
+        section.row(
+            "all figures", "not measured: etcd is not installed (apt-get install etcd-server)"
+        )
+        return
+    server = await asyncio.to_thread(start_etcd, directory / "etcd-data")
+    try:
+        version = await asyncio.to_thread(_etcd_version)
+        section.note += f" {version}."
+        store = EtcdStorage([server.endpoint], compact_interval=0)
+        await store.start()
+        try:
+            raw_seq = await raw_etcd_creates(server.endpoint, "/raw/seq/", 1)
+            sequential = await creates(store, "/registry/configmaps/seq/", 1)
+            raw_conc = await raw_etcd_creates(server.endpoint, "/raw/bench/", CONCURRENCY)
+            concurrent = await creates(store, "/registry/configmaps/bench/", CONCURRENCY)
+            raw_range = await raw_etcd_range_ms(server.endpoint, "/registry/configmaps/bench/")
+            whole = await timed_ms(lambda: list_whole(store, "/registry/configmaps/bench/"))
+            paged = await timed_ms(lambda: list_paged(store, "/registry/configmaps/bench/"))
+            p50, p99 = await put_to_event(store, "/registry/events-bench/")
+        finally:
+            await store.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+    for label, mine, raw in (
+        ("creates, 1 at a time", sequential, raw_seq),
+        (f"creates, {CONCURRENCY} in flight", concurrent, raw_conc),
+    ):
+        share = mine.ops_per_s / raw.ops_per_s
+        section.row(
+            label,
+            f"{mine} = {share:.0%} of raw",
+            target=">= 80% of raw",
+            baseline=f"raw aetcd txn puts: {raw}",
+            ok=share >= 0.8,
+        )
+    section.row(
+        f"list {CREATES:,} objects, whole",
+        f"{whole:.1f} ms",
+        baseline=f"raw Range of the same keys, values not decoded: {raw_range:.1f} ms",
+    )
+    section.row(f"list {CREATES:,} objects, pages of {PAGE}", f"{paged:.1f} ms")
+    section.row(
+        "put -> watch event",
+        f"p50 {p50:.3f} ms, p99 {p99:.3f} ms",
+        baseline=f"create acknowledged, 1 at a time: p50 {sequential.p50_ms:.3f} ms",
+    )
+
+
+def _etcd_version() -> str:
+    import subprocess
+
+    from tests.support.etcd import etcd_binary
+
+    binary = etcd_binary()
+    if binary is None:
+        return ""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    return out.stdout.splitlines()[0] if out.stdout else ""
+
+
+async def main(report: Report) -> None:
+    """Entry for ``python -m bench``."""
+    with tempfile.TemporaryDirectory(prefix="bench-storage-", dir=_scratch()) as tmp:
+        await sqlite_figures(report, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="bench-etcd-", dir=_scratch()) as tmp:
+        await etcd_figures(report, Path(tmp))
+
+
+def _scratch() -> str | None:
+    """Measure on the disk the store would use by default (the repo's), not a tmpfs."""
+    repo = Path(__file__).resolve().parents[1]
+    return str(repo) if os.access(repo, os.W_OK) else None
+
+
+if __name__ == "__main__":
+    import sys
+
+    from bench.__main__ import main as run
+
+    sys.exit(run(["storage", *sys.argv[1:]]))
