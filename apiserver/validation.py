@@ -455,9 +455,23 @@ IMMUTABLE = "field is immutable"
 def validate_object_meta_update(
     new: Mapping[str, Any], old: Mapping[str, Any], field: str = "metadata"
 ) -> list[Cause]:
-    """ValidateObjectMetaUpdate: name, namespace, uid and creationTimestamp never change."""
+    """ValidateObjectMetaUpdate: name, namespace, uid and creationTimestamp never change, and
+    no finalizer may be added once the object is being deleted."""
     causes: list[Cause] = []
     for name in ("name", "namespace", "uid", "creationTimestamp"):
         if (new.get(name) or "") != (old.get(name) or "") and old.get(name):
             causes.append(invalid(child(field, name), new.get(name) or "", IMMUTABLE))
+    if old.get("deletionTimestamp"):
+        before = set(old.get("finalizers") or [])
+        added = sorted(
+            f for f in new.get("finalizers") or [] if isinstance(f, str) and f not in before
+        )
+        if added:
+            causes.append(
+                forbidden(
+                    child(field, "finalizers"),
+                    "no new finalizers can be added if the object is being deleted, "
+                    f"found new finalizers {show(added)}",
+                )
+            )
     return causes

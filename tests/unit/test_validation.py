@@ -117,3 +117,13 @@ def test_duplicate_finalizers_and_incomplete_owner_references() -> None:
 def test_name_and_uid_are_immutable() -> None:
     causes = validate_object_meta_update({"name": "b", "uid": "1"}, {"name": "a", "uid": "1"})
     assert [str(c) for c in causes] == ['metadata.name: Invalid value: "b": field is immutable']
+
+
+def test_no_new_finalizers_once_deleting() -> None:
+    old = {"name": "a", "deletionTimestamp": "2024-01-01T00:00:00Z", "finalizers": ["x.io/a"]}
+    new = {**old, "finalizers": ["x.io/a", "x.io/b"]}
+    assert [str(c) for c in validate_object_meta_update(new, old)] == [
+        "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being "
+        'deleted, found new finalizers []string{"x.io/b"}'
+    ]
+    assert validate_object_meta_update({**old, "finalizers": []}, old) == []
