@@ -18,6 +18,8 @@ How it runs (one process owns the file, like k3s with kine):
 - **Watch** events are published in-process right after COMMIT, in commit order, by one
   callback per batch on the event loop. There is no polling. A watch subscribes first,
   replays history from the log, then streams live events, dropping what it replayed.
+  A watcher that falls ``watch_queue_limit`` events behind has its queue emptied and
+  re-reads the log from where it was, so a slow watcher costs no memory and loses nothing.
 - **Reads**: point gets run on the event loop (one indexed lookup); lists and history
   run in reader threads, each in one read transaction, so the revision and the rows come
   from one snapshot.
@@ -157,10 +159,14 @@ class _Compaction:
     error: str = ""
 
 
+_RESYNC: Final = object()  # queued for a watcher whose queue overflowed
+
+
 @dataclass(slots=True, eq=False)
 class _Subscriber:
     prefix: str
-    queue: asyncio.Queue[WatchEvent | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    lagging: bool = False  # overflowed: nothing is queued until it has re-read the log
 
 
 _STOP: Final = object()
@@ -181,12 +187,14 @@ class SqliteStorage:
         compact_interval: float = 300.0,
         compact_retain: int = 1000,
         max_batch: int = 256,
+        watch_queue_limit: int = 10_000,
     ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
         self.compact_interval = compact_interval
         self.compact_retain = compact_retain
         self.max_batch = max_batch
+        self.watch_queue_limit = watch_queue_limit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -293,6 +301,11 @@ class SqliteStorage:
     async def current_revision(self) -> int:
         self._ready()
         return self._revision
+
+    @property
+    def compacted_revision(self) -> int:
+        """History at or below this revision is gone (reads and watches there: Compacted)."""
+        return self._compacted
 
     async def get(self, key: str, *, revision: int = 0) -> RawObject:
         conn = self._ready()
@@ -520,10 +533,24 @@ class SqliteStorage:
     def _fan_out(self, write: _Write) -> None:
         event: WatchEvent | None = None
         for subscriber in self._subscribers:
-            if write.key.startswith(subscriber.prefix):
-                if event is None:
-                    event = _event_of(write)
-                subscriber.queue.put_nowait(event)
+            if subscriber.lagging or not write.key.startswith(subscriber.prefix):
+                continue
+            pending = subscriber.queue
+            if pending.qsize() >= self.watch_queue_limit:
+                # A slow watcher does not hold memory: it catches up from the log instead.
+                logger.info(
+                    "a watch on %s fell %d events behind; it will re-read the log",
+                    subscriber.prefix,
+                    pending.qsize(),
+                )
+                while not pending.empty():
+                    pending.get_nowait()
+                subscriber.lagging = True
+                pending.put_nowait(_RESYNC)
+                continue
+            if event is None:
+                event = _event_of(write)
+            pending.put_nowait(event)
 
     # -- watch -----------------------------------------------------------------------
 
@@ -534,24 +561,39 @@ class SqliteStorage:
         try:
             last = since if since > 0 else self._revision
             if last < self._revision or since < self._compacted:
-                # Replay history; what is committed but not yet published shows up both
-                # here and in the queue, and the queue copy is dropped below.
-                while True:
-                    events = await asyncio.to_thread(self._history, prefix, last)
-                    for event in events:
-                        yield event
-                        last = event.revision
-                    if len(events) < _HISTORY_CHUNK:
-                        break
+                # What is committed but not yet published shows up both in the history
+                # and in the queue; the queue copy is dropped below.
+                async for event in self._replay(prefix, last):
+                    yield event
+                    last = event.revision
             while True:
                 item = await subscriber.queue.get()
                 if item is None:
                     return
+                if item is _RESYNC:
+                    # The queue overflowed and was emptied: read what was dropped from the
+                    # log (every published event is committed), then go on live.
+                    subscriber.lagging = False
+                    async for event in self._replay(prefix, last):
+                        yield event
+                        last = event.revision
+                    continue
+                assert isinstance(item, WatchEvent)
                 if item.revision > last:
                     last = item.revision
                     yield item
         finally:
             self._subscribers.discard(subscriber)
+
+    async def _replay(self, prefix: str, after: int) -> AsyncIterator[WatchEvent]:
+        """Every logged change under ``prefix`` after ``after``, read in chunks."""
+        while True:
+            events = await asyncio.to_thread(self._history, prefix, after)
+            for event in events:
+                yield event
+            if len(events) < _HISTORY_CHUNK:
+                return
+            after = events[-1].revision
 
     def _history(self, prefix: str, after: int) -> _Events:
         end = prefix_end(prefix)
