@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import fcntl
 import logging
 import queue
 import sqlite3
@@ -43,7 +44,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import BinaryIO, Final, Literal
 
 from apiserver.storage import codec
 from apiserver.storage.continuation import decode_token, encode_token, prefix_end
@@ -207,6 +208,7 @@ class SqliteStorage:
         self._subscribers: set[_Subscriber] = set()
         self._compactor: asyncio.Task[None] | None = None
         self._closed = False
+        self._lock: BinaryIO | None = None
         self.batches = 0  # commits made by the writer (for benchmarks)
         self.writes = 0  # ops applied by the writer
 
@@ -219,6 +221,7 @@ class SqliteStorage:
             raise Unavailable(str(self.path), f"{self.path}: the store was closed; open a new one")
         self._loop = asyncio.get_running_loop()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file()
         await asyncio.to_thread(self._create_schema)
         self._conn = self._connect()
         self._revision = self._writer_revision = _current(self._conn)
@@ -259,7 +262,25 @@ class SqliteStorage:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
         logger.info("closed %s at revision %d", self.path, self._revision)
+
+    def _lock_file(self) -> None:
+        """One process per file: watches are published in-process, so a second writer's
+        changes would never reach this one's watchers."""
+        lock = open(f"{self.path}.lock", "a+b")  # held until close()
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise Unavailable(
+                str(self.path),
+                f"{self.path} is in use by another process; run one apiserver per SQLite"
+                " file, or use etcd (--store etcd://...) to run several",
+            ) from None
+        self._lock = lock
 
     async def __aenter__(self) -> SqliteStorage:
         await self.start()

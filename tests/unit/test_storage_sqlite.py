@@ -6,7 +6,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from apiserver.storage.interface import RawObject, WatchEvent
+import pytest
+
+from apiserver.storage.interface import RawObject, Unavailable, WatchEvent
 from apiserver.storage.sqlite import SqliteStorage
 
 DEADLINE = 10.0
@@ -85,3 +87,17 @@ async def test_a_fresh_store_starts_at_revision_one_like_etcd(tmp_path: Path) ->
         assert created["metadata"]["resourceVersion"] == "2"
     finally:
         await store.close()
+
+
+async def test_a_second_store_on_the_same_file_is_refused_until_the_first_closes(
+    tmp_path: Path,
+) -> None:
+    first = SqliteStorage(tmp_path / "s.sqlite", compact_interval=0)
+    await first.start()
+    second = SqliteStorage(tmp_path / "s.sqlite", compact_interval=0)
+    with pytest.raises(Unavailable, match="in use by another process"):
+        await second.start()
+    await first.close()
+    third = SqliteStorage(tmp_path / "s.sqlite", compact_interval=0)
+    await third.start()
+    await third.close()
