@@ -144,7 +144,7 @@ class EtcdStorage:
             revision = await self._current(wait_for_ready=True, deadline=min(self.timeout, 10.0))
         except Unavailable:
             await self._channel.close()
-            self._channel = None
+            self._channel = self._kv = self._watch_stub = None
             raise
         if self.compact_interval > 0:
             self._compactor = asyncio.create_task(self._compact_periodically())
