@@ -80,6 +80,7 @@ class Report:
         self.sections: list[Section] = []
         self.failures: dict[str, str] = {}
         self.started = dt.datetime.now(dt.UTC)
+        self.machine: dict[str, str] | None = machine()  # taken before anything runs
 
     def section(self, title: str, *, note: str = "") -> Section:
         """The section ``title`` of the running module (created on first use)."""
@@ -128,6 +129,8 @@ class Report:
 
     def markdown(self, previous: str = "") -> str:
         ran = set(self.modules())
+        if self.machine is None:
+            self.machine = machine()
         blocks = {m.group("module"): m.group("body") for m in _BLOCK.finditer(previous)}
         when = self.started.strftime("%Y-%m-%d %H:%M UTC")
         out = [
@@ -138,7 +141,7 @@ class Report:
             "",
             "## Machine",
             "",
-            *(f"- {k}: {v}" for k, v in machine().items()),
+            *(f"- {k}: {v}" for k, v in self.machine.items()),
             "",
         ]
         for module in sorted(ran | set(blocks)):
@@ -187,7 +190,16 @@ def machine() -> dict[str, str]:
         "kernel": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "disk": _disk(DEFAULT_PATH.parent.parent),
+        "load average at the start (1, 5, 15 min)": _load(),
     }
+
+
+def _load() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f} (other work on the machine skews figures)"
 
 
 def _cpu_model() -> str:
@@ -229,6 +241,6 @@ def _disk(path: Path) -> str:
     for name in (device, base):
         rotational = Path(f"/sys/block/{name}/queue/rotational")
         if rotational.exists():
-            kind = "rotational" if rotational.read_text().strip() == "1" else "non-rotational"
+            kind = f"queue/rotational={rotational.read_text().strip()}"
             break
     return f"{source} ({fstype}{', ' + kind if kind else ''})"
