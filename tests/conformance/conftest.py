@@ -14,7 +14,7 @@ from tests.support.etcd import EtcdServer, etcd_endpoint, etcd_server, start_etc
 
 __all__ = ["etcd_endpoint", "etcd_server"]
 
-BACKENDS = ["sqlite", "etcd"]
+BACKENDS = ["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)]
 
 
 @dataclass
