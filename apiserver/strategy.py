@@ -348,6 +348,7 @@ class GenericStrategy:
             validate_object_meta_update(new.get("metadata") or {}, old.get("metadata") or {})
         )
         causes.extend(self.validate_kind_update(new, old))
+        causes.extend(self.validate_status(new))
         return unique(causes)
 
     def validate_kind_update(self, new: RawObject, old: RawObject) -> list[Cause]:
@@ -379,7 +380,12 @@ class GenericStrategy:
         causes.extend(
             validate_object_meta_update(new.get("metadata") or {}, old.get("metadata") or {})
         )
-        return causes
+        causes.extend(self.validate_status(new))
+        return unique(causes)
+
+    def validate_status(self, obj: RawObject) -> list[Cause]:
+        """The kind's checks of ``status`` (run on every update, whichever path it took)."""
+        return []
 
     # -- reading
     def field_set(self, obj: RawObject) -> dict[str, str]:

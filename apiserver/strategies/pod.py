@@ -274,9 +274,9 @@ class PodStrategy(GenericStrategy):
             ]
         return []
 
-    def validate_status_update(self, new: RawObject, old: RawObject) -> list[Cause]:
-        causes = super().validate_status_update(new, old)
-        status = sub(new, "status") or {}
+    def validate_status(self, obj: RawObject) -> list[Cause]:
+        causes: list[Cause] = []
+        status = sub(obj, "status") or {}
         if "phase" in status:
             causes += one_of(
                 "status.phase",

@@ -251,9 +251,9 @@ class ServiceStrategy(GenericStrategy):
             return [invalid("spec.clusterIP", new_ip if new_ip is not None else "", IMMUTABLE)]
         return []
 
-    def validate_status_update(self, new: RawObject, old: RawObject) -> list[Cause]:
-        causes = super().validate_status_update(new, old)
-        for i, ingress in dicts(dig(new, "status", "loadBalancer", "ingress")):
+    def validate_status(self, obj: RawObject) -> list[Cause]:
+        causes: list[Cause] = []
+        for i, ingress in dicts(dig(obj, "status", "loadBalancer", "ingress")):
             path = index("status.loadBalancer.ingress", i)
             ip = ingress.get("ip")
             if isinstance(ip, str) and ip:

@@ -381,6 +381,9 @@ def test_service_status_ingress_ips_are_validated() -> None:
     assert [c.field for c in strategy.validate_status_update(new, old)] == [
         "status.loadBalancer.ingress[0].ip"
     ]
+    assert [c.field for c in strategy.validate_update(new, old)] == [
+        "status.loadBalancer.ingress[0].ip"
+    ], "the status checks also run on a plain update of the status"
 
 
 def test_bad_quantities_do_not_decode() -> None:
