@@ -18,9 +18,13 @@ Operation = Literal["CREATE", "UPDATE", "DELETE"]
 
 
 class AdmissionDenied(Exception):
-    """A policy refused the request; ``code`` is the HTTP status (403 unless it says)."""
+    """A policy refused the request; ``code`` is the HTTP status (403 unless it says).
 
-    def __init__(self, message: str, code: int = 403, reason: str = "") -> None:
+    ``reason`` None lets the registry pick upstream's reason for the code; a webhook's
+    denial carries the webhook's own reason, empty when it gave none (as upstream, so that
+    kubectl prints the webhook's message)."""
+
+    def __init__(self, message: str, code: int = 403, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
