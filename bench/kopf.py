@@ -5,7 +5,7 @@ an unmodified ``kopf run`` with a one-handler operator (logging in from the kube
 and this client. For each object, one at a time:
 
 - **create -> handler's patch**: from sending the create until the client's watch sees
-  the object carrying what the ``on.create`` handler patched (a label). Baseline, same
+  the object carrying what the ``on.create`` handler patched (into its status). Baseline, same
   run: from the create until the client's watch sees the object's own ADDED event (the
   apiserver's write and fan-out alone).
 - **update -> handler's patch**: the spec is changed right after the create was handled;
@@ -59,7 +59,11 @@ CRD: dict[str, Any] = {
                     "openAPIV3Schema": {
                         "type": "object",
                         "properties": {
-                            "spec": {"type": "object", "properties": {"n": {"type": "integer"}}}
+                            "spec": {"type": "object", "properties": {"n": {"type": "integer"}}},
+                            "status": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            },
                         },
                     }
                 },
@@ -77,11 +81,11 @@ def configure(settings: kopf.OperatorSettings, **_):
 
 @kopf.on.create("{GROUP}", "{PLURAL}")
 def ping_created(patch, **_):
-    patch.metadata.labels["created"] = "handled"
+    patch.status["created"] = "handled"
 
 @kopf.on.update("{GROUP}", "{PLURAL}", field="spec")
 def ping_updated(spec, patch, **_):
-    patch.metadata.labels["updated"] = str(spec.get("n"))
+    patch.status["updated"] = str(spec.get("n"))
 '''
 BASE = f"/apis/{GROUP}/v1/namespaces/default/{PLURAL}"
 
@@ -172,9 +176,9 @@ class Watch:
                 await self.task
 
 
-def _label(key: str, value: str) -> Callable[[str, dict[str, Any]], bool]:
+def _status(key: str, value: str) -> Callable[[str, dict[str, Any]], bool]:
     def match(_type: str, obj: dict[str, Any]) -> bool:
-        return ((obj.get("metadata") or {}).get("labels") or {}).get(key) == value
+        return (obj.get("status") or {}).get(key) == value
 
     return match
 
@@ -189,19 +193,19 @@ async def _measure_against(url: str, objects: int, figures: Figures) -> None:
         await watch.start()
         try:
             # Warm-up: kopf is watching once it handles a first object.
-            warm = watch.expect("warm-up", _label("created", "handled"))
+            warm = watch.expect("warm-up", _status("created", "handled"))
             await http.post(BASE, json=_ping("warm-up", 0))
             await asyncio.wait_for(warm, 60)
             for i in range(objects):
                 name = f"ping-{i}"
                 added = watch.expect(name, _added)
-                created = watch.expect(name, _label("created", "handled"))
+                created = watch.expect(name, _status("created", "handled"))
                 start = time.perf_counter()
                 resp = await http.post(BASE, json=_ping(name, 0))
                 resp.raise_for_status()
                 figures.baseline_ms.append((await asyncio.wait_for(added, 10) - start) * 1000)
                 figures.created_ms.append((await asyncio.wait_for(created, 10) - start) * 1000)
-                updated = watch.expect(name, _label("updated", "1"))
+                updated = watch.expect(name, _status("updated", "1"))
                 start = time.perf_counter()
                 resp = await http.patch(
                     f"{BASE}/{name}",
