@@ -517,14 +517,21 @@ async def watch(request: Request, state: ApiState, t: Target) -> Response:
     res = t.resource
     reg = state.registry
     send_initial = q.get("sendInitialEvents")
-    start = await reg.watch(
-        res,
-        t.namespace,
-        resource_version=q.get("resourceVersion", ""),
-        label_selector=q.get("labelSelector", ""),
-        field_selector=q.get("fieldSelector", ""),
-        send_initial_events=None if send_initial is None else send_initial.lower() == "true",
-    )
+    try:
+        start = await reg.watch(
+            res,
+            t.namespace,
+            resource_version=q.get("resourceVersion", ""),
+            label_selector=q.get("labelSelector", ""),
+            field_selector=q.get("fieldSelector", ""),
+            send_initial_events=None if send_initial is None else send_initial.lower() == "true",
+        )
+    except StatusError as err:
+        if err.code != 410:
+            raise
+        # An unusable resourceVersion is an in-stream ERROR (clients re-list on it); an
+        # HTTP 410 on the watch request itself would stop kopf's watcher for good.
+        return StreamingResponse(_error_stream(err), media_type=JSON)
     timeout_s = float(_int_param(request, "timeoutSeconds"))
     bookmarks = _query_bool(request, "allowWatchBookmarks")
     table = _wants_table(request)
@@ -582,6 +589,10 @@ class _TableEvents:
 
     def added(self, obj: dict[str, Any]) -> bytes:
         return self._line("ADDED", obj)
+
+
+async def _error_stream(err: StatusError) -> AsyncIterator[bytes]:
+    yield encode({"type": "ERROR", "object": err.to_status()}) + b"\n"
 
 
 def _bookmark(res: Resource, revision: int, initial_end: bool = False) -> bytes:

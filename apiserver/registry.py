@@ -18,9 +18,10 @@ any step fails.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import copy
+import contextlib
 import json
 import logging
 import secrets
@@ -32,6 +33,7 @@ from typing import Any, Literal
 
 from apiserver import errors
 from apiserver.admission_seam import Admission, AdmissionDenied, NoAdmission, Operation
+from apiserver.encoding import clone
 from apiserver.errors import StatusCause, StatusError
 from apiserver.resources import Resource, ResourceIndex
 from apiserver.storage.interface import (
@@ -42,7 +44,7 @@ from apiserver.storage.interface import (
     UpdateFn,
 )
 from apiserver.strategy import Strategy, decode_error, strategy_for, unknown_fields
-from apiserver.watch import Subscriber, WatchFilter, WatchHub
+from apiserver.watch import Subscriber, WatchClosed, WatchFilter, WatchHub
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +110,7 @@ class Registry:
         self.admission: Admission = admission or NoAdmission()
         self.hub = hub or WatchHub(storage)
         self._strategies: dict[tuple[str, str], Strategy] = {}
+        self.namespaces = NamespaceCache()
 
     # -- seams for custom resources -------------------------------------------------
 
@@ -159,8 +162,10 @@ class Registry:
             except StatusError as exc:
                 if exc.code != 409:
                     raise
+        await self.namespaces.start(self.hub, self.storage, self.prefix(ns_res))
 
     async def close(self) -> None:
+        await self.namespaces.close()
         await self.hub.close()
 
     # -- reads --------------------------------------------------------------------------
@@ -279,7 +284,7 @@ class Registry:
     ) -> WriteResult:
         if "create" not in resource.verbs:
             raise errors.method_not_supported(resource.plural, "create", resource.group)
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         warnings = self._check_body(resource, obj, namespace, field_validation)
         meta = obj["metadata"]
         name = meta.get("name") or ""
@@ -335,7 +340,7 @@ class Registry:
         """PUT: replace the object (or its status) with ``body``."""
         if "update" not in resource.verbs:
             raise errors.method_not_supported(resource.plural, "update", resource.group)
-        new_body = copy.deepcopy(body)
+        new_body = clone(body)
         warnings = self._check_body(resource, new_body, namespace, field_validation)
         body_name = new_body["metadata"].get("name")
         if body_name != name:
@@ -345,7 +350,7 @@ class Registry:
         precondition = new_body["metadata"].get("resourceVersion") or None
 
         async def compute(current: RawObject) -> RawObject:
-            return copy.deepcopy(new_body)
+            return clone(new_body)
 
         result = await self._guaranteed_update(
             resource,
@@ -438,7 +443,7 @@ class Registry:
             current_rv = current["metadata"].get("resourceVersion")
             if precondition is not None and precondition != current_rv:
                 raise errors.conflict(resource.plural, name, resource.group)
-            proposed = await compute(copy.deepcopy(current))
+            proposed = await compute(clone(current))
             new_rv = proposed["metadata"].get("resourceVersion")
             if new_rv and new_rv != current_rv:
                 raise errors.conflict(resource.plural, name, resource.group)
@@ -478,7 +483,7 @@ class Registry:
     ) -> RawObject:
         old_meta = old["metadata"]
         if subresource == "status":
-            status_only = copy.deepcopy(old)
+            status_only = clone(old)
             if "status" in new:
                 status_only["status"] = new["status"]
             else:
@@ -499,7 +504,7 @@ class Registry:
             meta["namespace"] = old_meta.get("namespace")
         if "status" in resource.subresources:
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = clone(old["status"])
             else:
                 new.pop("status", None)
         strategy.prepare_for_update(new, old)
@@ -571,7 +576,7 @@ class Registry:
             if meta.get("finalizers"):
                 if meta.get("deletionTimestamp"):
                     return WriteResult(current, [], gone=False)
-                marked = copy.deepcopy(current)
+                marked = clone(current)
                 marked["metadata"]["deletionTimestamp"] = now_rfc3339()
                 marked["metadata"]["deletionGracePeriodSeconds"] = 0
                 if dry_run:
@@ -648,12 +653,14 @@ class Registry:
         ns_res = self.index.lookup("", "v1", "namespaces")
         if ns_res is None:
             return
-        try:
-            ns = await self.storage.get(self.key(ns_res, None, namespace))
-        except NotFound:
-            raise errors.not_found("namespaces", namespace) from None
-        except StorageError as exc:
-            raise errors.from_storage(exc, "namespaces", namespace) from None
+        ns = self.namespaces.get(namespace)
+        if ns is None:  # not seen yet (just created?) or absent: ask the store
+            try:
+                ns = await self.storage.get(self.key(ns_res, None, namespace))
+            except NotFound:
+                raise errors.not_found("namespaces", namespace) from None
+            except StorageError as exc:
+                raise errors.from_storage(exc, "namespaces", namespace) from None
         if ns["metadata"].get("deletionTimestamp"):
             raise errors.forbidden(
                 f"unable to create new content in namespace {namespace} because it is being "
@@ -700,9 +707,6 @@ class Registry:
                 meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
-        problem = decode_error(obj, resource)
-        if problem is not None:
-            raise errors.bad_request(problem)
         if field_validation == "Ignore":
             return []
         unknown = self.unknown_fields(resource, obj)
@@ -731,6 +735,10 @@ class Registry:
         causes: AnyList = []
         causes.extend(strategy.validate(obj) if old is None else strategy.validate_update(obj, old))
         if causes:
+            # A value of the wrong type is a decoding error upstream (400), not a 422.
+            problem = decode_error(obj, resource)
+            if problem is not None:
+                raise errors.bad_request(problem)
             name = (obj.get("metadata") or {}).get("name") or ""
             raise errors.invalid(
                 resource.kind, name, [_as_cause(c) for c in causes], resource.group
@@ -797,11 +805,62 @@ class Registry:
             revision = page.revision
         else:
             revision = _parse_rv(resource_version)
-            latest = self.hub.last_revision(base)
-            if revision > latest and revision > await self.storage.current_revision():
-                raise errors.expired(f"too large resource version: {revision}, current: {latest}")
+            if revision > self.hub.last_revision(base):
+                current = await self.storage.current_revision()
+                if revision > current:
+                    raise errors.expired(
+                        f"too large resource version: {revision}, current: {current}; re-list"
+                    )
         sub = await self.hub.subscribe(base, revision, filter_)
         return WatchStart(sub, base, initial, revision)
+
+
+class NamespaceCache:
+    """The namespaces, followed through the watch hub (upstream's NamespaceLifecycle
+    admission reads a cache the same way): a create need not read its namespace from the
+    store. Misses fall back to the store, so a namespace created a moment ago is found."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, RawObject] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._hub: WatchHub | None = None
+        self._prefix = ""
+        self._sub: Subscriber | None = None
+
+    def get(self, name: str) -> RawObject | None:
+        return self._known.get(name) if self._task is not None else None
+
+    async def start(self, hub: WatchHub, storage: Storage, prefix: str) -> None:
+        if self._task is not None:
+            return
+        page = await storage.list(prefix)
+        self._known = {o["metadata"]["name"]: o for o in page.items}
+        self._hub, self._prefix = hub, prefix
+        self._sub = await hub.subscribe(prefix, page.revision, WatchFilter(prefix))
+        self._task = asyncio.create_task(self._follow(self._sub), name="namespace-cache")
+
+    async def _follow(self, sub: Subscriber) -> None:
+        try:
+            while True:
+                for ev in await sub.next_batch(None):
+                    name = ev.obj["metadata"]["name"]
+                    if ev.type == "DELETED":
+                        self._known.pop(name, None)
+                    else:
+                        self._known[name] = ev.obj
+        except WatchClosed:
+            logger.debug("namespace cache stopped; creates read namespaces from the store")
+        finally:
+            self._known = {}
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if self._hub is not None and self._sub is not None:
+            self._hub.unsubscribe(self._prefix, self._sub)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 # -- helpers ------------------------------------------------------------------------------

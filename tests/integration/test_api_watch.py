@@ -322,3 +322,15 @@ def test_shutdown_ends_open_watches() -> None:
         assert stream.ended.wait(10)
         assert time.monotonic() - started < 5
         stream.close()
+
+
+def test_a_version_from_the_future_is_an_in_stream_410(shared_apiserver: RunningApiserver) -> None:
+    stream = Stream(shared_apiserver.url, SERVICES, {"resourceVersion": "999999999"})
+    try:
+        assert stream.status_code == 200
+        event = stream.next()
+        assert event["type"] == "ERROR"
+        assert event["object"]["code"] == 410
+        assert stream.ended.wait(5)
+    finally:
+        stream.close()

@@ -1,0 +1,355 @@
+"""apiserver benchmark: HTTP against the raw store, watch fan-out, big lists.
+
+The apiserver runs as its own process (``python -m minik8s apiserver``, as users run it),
+so the client here and the server share the 2 cores the way kubectl and a cluster would.
+For each backend (embedded SQLite; etcd from Debian's etcd-server):
+
+- Service creates over HTTP, 16 in flight (httpx, HTTP/1.1 keep-alive, a pool of 16),
+  beside the same backend's raw ``Storage.create`` rate at 16 in flight in the same run
+  (target: >= 50% of raw);
+- a list of 10,000 Services as JSON and as a Table (median of 5; targets 150 / 300 ms),
+  beside the raw ``Storage.list`` of 10,000 objects;
+
+and on SQLite, 1,000 concurrent watchers on services: one change must reach all of them,
+p99 <= 100 ms (from the write's start to each watcher reading its event; 5 changes).
+
+Run alone: ``python -m bench apiserver``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import yaml
+
+from apiserver.storage.factory import open_storage
+from apiserver.storage.interface import RawObject, Storage
+from bench.report import Report
+
+SERVICES = 10_000
+CONCURRENCY = 16
+WATCHERS = 1_000
+CHANGES = 5
+LIST_ROUNDS = 5
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+
+
+def service(i: int) -> RawObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"svc-{i:05d}", "labels": {"app": f"app-{i % 50}", "bench": "yes"}},
+        "spec": {
+            "selector": {"app": f"app-{i % 50}"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+        },
+    }
+
+
+def stored_service(i: int) -> RawObject:
+    """What the registry would store for ``service(i)`` (defaults and metadata filled)."""
+    obj = service(i)
+    obj["metadata"].update(
+        namespace="default",
+        uid=f"00000000-0000-4000-8000-{i:012d}",
+        creationTimestamp="2026-01-01T00:00:00Z",
+        generation=1,
+    )
+    obj["spec"].update(
+        type="ClusterIP",
+        sessionAffinity="None",
+        internalTrafficPolicy="Cluster",
+        ipFamilies=["IPv4"],
+        ipFamilyPolicy="SingleStack",
+    )
+    obj["spec"]["ports"][0]["protocol"] = "TCP"
+    obj["status"] = {"loadBalancer": {}}
+    return obj
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def rate(op: Callable[[int], Awaitable[object]], count: int, concurrency: int) -> float:
+    """Operations per second running ``op(i)`` for i < count from ``concurrency`` tasks."""
+    counter = iter(range(count))
+
+    async def worker() -> None:
+        for i in counter:
+            await op(i)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - started)
+
+
+async def raw_figures(store_url: str, prefix: str) -> tuple[float, float]:
+    """The store's own create rate (16 in flight) and its list of SERVICES objects, in ms."""
+    store: Storage = open_storage(store_url)
+    await store.start()
+    try:
+
+        async def create(i: int) -> None:
+            await store.create(f"{prefix}svc-{i:05d}", stored_service(i))
+
+        creates = await rate(create, SERVICES, CONCURRENCY)
+        times = []
+        for _ in range(LIST_ROUNDS):
+            started = time.perf_counter()
+            page = await store.list(prefix)
+            times.append((time.perf_counter() - started) * 1000)
+            assert len(page.items) == SERVICES
+        return creates, statistics.median(times)
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def apiserver_process(store_url: str, workdir: Path) -> AsyncIterator[str]:
+    """``minik8s apiserver`` on a free port; yields its URL once it is ready."""
+    kubeconfig = workdir / "kubeconfig"
+    with (workdir / "apiserver.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "minik8s",
+            "apiserver",
+            "--port",
+            "0",
+            "--store",
+            store_url,
+            "--kubeconfig-out",
+            str(kubeconfig),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield await _wait_ready(proc, kubeconfig)
+        finally:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def _server_of(kubeconfig: Path) -> str | None:
+    if not kubeconfig.exists():
+        return None
+    return str(yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"])
+
+
+async def _wait_ready(proc: asyncio.subprocess.Process, kubeconfig: Path) -> str:
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(f"the apiserver exited with {proc.returncode}")
+            url = await asyncio.to_thread(_server_of, kubeconfig)
+            if url is not None:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{url}/readyz")).status_code == 200:
+                        return url
+            await asyncio.sleep(0.05)
+    raise RuntimeError("the apiserver was not ready within 30 s")
+
+
+async def http_creates(url: str) -> float:
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def create(i: int) -> None:
+            resp = await client.post("/api/v1/namespaces/default/services", json=service(i))
+            if resp.status_code != 201:
+                raise RuntimeError(f"create failed: {resp.status_code} {resp.text[:200]}")
+
+        return await rate(create, SERVICES, CONCURRENCY)
+
+
+async def list_ms(url: str, accept: str) -> tuple[float, int]:
+    """Median time to GET the whole services list (ms) and the body size."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        times = []
+        size = 0
+        for _ in range(LIST_ROUNDS):
+            started = time.perf_counter()
+            resp = await client.get(
+                "/api/v1/namespaces/default/services", headers={"Accept": accept}
+            )
+            body = resp.content
+            times.append((time.perf_counter() - started) * 1000)
+            size = len(body)
+            assert resp.status_code == 200
+        return statistics.median(times), size
+
+
+async def _open_watch(
+    host: str, port: int, path: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\r\n".encode()
+    )
+    await writer.drain()
+    status = await reader.readline()
+    if b" 200 " not in status:
+        raise RuntimeError(f"watch refused: {status!r}")
+    while (await reader.readline()) not in (b"\r\n", b""):
+        pass
+    return reader, writer
+
+
+async def watch_fanout(url: str) -> tuple[float, float, int]:
+    """p50/p99 (ms) from a change to each of WATCHERS watchers reading it; events lost."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        target = "/api/v1/namespaces/default/services/svc-00000"
+        rv = (await client.get("/api/v1/namespaces/default/services?limit=1")).json()["metadata"][
+            "resourceVersion"
+        ]
+        path = (
+            "/api/v1/namespaces/default/services?watch=true&resourceVersion="
+            f"{rv}&fieldSelector=metadata.name%3Dsvc-00000"
+        )
+        streams = []
+        for batch in range(0, WATCHERS, 100):
+            streams += await asyncio.gather(
+                *(
+                    _open_watch(host, int(port), path)
+                    for _ in range(batch, min(WATCHERS, batch + 100))
+                )
+            )
+        latencies: list[float] = []
+        lost = 0
+        try:
+            for change in range(CHANGES):
+                arrivals: list[float] = []
+
+                async def read_one(
+                    reader: asyncio.StreamReader, arrivals: list[float] = arrivals
+                ) -> None:
+                    while True:
+                        line = await reader.readline()
+                        if b'"MODIFIED"' in line:
+                            arrivals.append(time.perf_counter())
+                            return
+                        if not line:
+                            return
+
+                readers = [asyncio.create_task(read_one(r)) for r, _ in streams]
+                await asyncio.sleep(0.2)
+                started = time.perf_counter()
+                patch = {"metadata": {"labels": {"change": str(change)}}}
+                resp = await client.patch(
+                    target, json=patch, headers={"Content-Type": "application/merge-patch+json"}
+                )
+                assert resp.status_code == 200, resp.text
+                _done, pending = await asyncio.wait(readers, timeout=10)
+                for task in pending:
+                    task.cancel()
+                lost += WATCHERS - len(arrivals)
+                latencies += [(t - started) * 1000 for t in arrivals]
+        finally:
+            for _, writer in streams:
+                writer.close()
+    return percentile(latencies, 50), percentile(latencies, 99), lost
+
+
+async def backend_figures(
+    report: Report, name: str, store_url: str, raw_url: str, workdir: Path
+) -> None:
+    section = report.section(
+        f"apiserver on {name}",
+        note=(
+            "The apiserver in its own process (`minik8s apiserver`), the client here (httpx,"
+            " HTTP/1.1 keep-alive, a pool of 16), on the same 2 cores. Baseline: the same"
+            f" backend's `Storage` API called in-process in the same run, {CONCURRENCY} in flight."
+        ),
+    )
+    raw_rate, raw_list = await raw_figures(raw_url, "/registry/services/default/")
+    async with apiserver_process(store_url, workdir) as url:
+        created = await http_creates(url)
+        json_ms, json_bytes = await list_ms(url, "application/json")
+        table_ms, table_bytes = await list_ms(url, TABLE)
+        share = created / raw_rate
+        section.row(
+            f"Service creates over HTTP, {CONCURRENCY} in flight",
+            f"{created:,.0f}/s = {share:.0%} of raw",
+            target=">= 50% of raw",
+            baseline=f"raw Storage.create: {raw_rate:,.0f}/s",
+            ok=share >= 0.5,
+        )
+        section.row(
+            f"list {SERVICES:,} Services as JSON",
+            f"{json_ms:.0f} ms ({json_bytes / 1e6:.1f} MB)",
+            target="<= 150 ms",
+            baseline=f"raw Storage.list: {raw_list:.0f} ms",
+            ok=json_ms <= 150,
+        )
+        section.row(
+            f"list {SERVICES:,} Services as a Table",
+            f"{table_ms:.0f} ms ({table_bytes / 1e6:.1f} MB)",
+            target="<= 300 ms",
+            baseline=f"raw Storage.list: {raw_list:.0f} ms",
+            ok=table_ms <= 300,
+        )
+        if name == "SQLite":
+            p50, p99, lost = await watch_fanout(url)
+            section.row(
+                f"one change to {WATCHERS:,} watchers ({CHANGES} changes)",
+                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, {lost} lost",
+                target="p99 <= 100 ms, none lost",
+                baseline="from the PATCH's start to each watcher reading its line",
+                ok=p99 <= 100 and lost == 0,
+            )
+
+
+async def main(report: Report) -> None:
+    scratch = _scratch()
+    with tempfile.TemporaryDirectory(prefix="bench-apiserver-", dir=scratch) as tmp:
+        work = Path(tmp)
+        await backend_figures(
+            report,
+            "SQLite",
+            f"sqlite:{work / 'api.db'}",
+            f"sqlite:{work / 'raw.db'}",
+            work,
+        )
+    from tests.support.etcd import etcd_binary, start_etcd
+
+    if etcd_binary() is None:
+        report.section("apiserver on etcd").row(
+            "all figures", "not measured: etcd is not installed (apt-get install etcd-server)"
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-apiserver-etcd-", dir=scratch) as tmp:
+        work = Path(tmp)
+        raw = await asyncio.to_thread(start_etcd, work / "raw-etcd")
+        try:
+            raw_url = f"etcd://{raw.endpoint}"
+            served = await asyncio.to_thread(start_etcd, work / "api-etcd")
+            try:
+                await backend_figures(report, "etcd", f"etcd://{served.endpoint}", raw_url, work)
+            finally:
+                await asyncio.to_thread(served.stop)
+        finally:
+            await asyncio.to_thread(raw.stop)
+
+
+def _scratch() -> str | None:
+    """Measure on the repository's disk (where the store lives by default), not a tmpfs."""
+    repo = Path(__file__).resolve().parents[1]
+    return str(repo) if os.access(repo, os.W_OK) else None
