@@ -2,10 +2,11 @@
 
 :class:`IpvsBackend` is what the plan is applied to: IPVS services and destinations, and
 the VIPs bound on the dummy interface ``kube-ipvs0``. :class:`KernelBackend` drives the
-running kernel over netlink (IPVS generic netlink + rtnetlink) with pyroute2 0.9, whose
-traps are avoided on purpose: its ``"update"`` command deletes (we use ``"set"``),
-``IPVSDest`` defaults to direct routing (we always pass the forwarding method) and
-``from_message`` is lossy (we read the raw attributes). Every failed netlink call raises
+running kernel over netlink: pyroute2 0.9 finds the IPVS generic netlink family (and
+says when the kernel has none) and drives kube-ipvs0 and its addresses (rtnetlink);
+the IPVS messages themselves are encoded here (see :class:`IpvsSocket`), which also
+sidesteps pyroute2's IPVS traps (its ``"update"`` deletes, ``IPVSDest`` defaults to
+direct routing, ``from_message`` is lossy). Every failed netlink call raises
 :class:`IpvsError` with the errno; nothing is reported done that was not.
 """
 
@@ -15,12 +16,13 @@ import errno
 import logging
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from pyroute2 import IPVS, IPRoute, IPVSDest, IPVSService
+from pyroute2 import IPVS, IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from proxy.state import (
@@ -121,16 +123,209 @@ def _error(action: str, exc: NetlinkError) -> IpvsError:
 
 @contextmanager
 def _netlink(action: str) -> Iterator[None]:
+    """Turn pyroute2's and the socket layer's errors into IpvsError, naming the action."""
     try:
         yield
     except NetlinkError as exc:
         raise _error(action, exc) from None
+    except IpvsError as exc:
+        raise IpvsError(f"{action}: {exc}", exc.errno) from None
     except OSError as exc:
         raise IpvsError(f"{action}: {exc}", exc.errno) from exc
 
 
 def _host_length(address: str) -> int:
     return 128 if ":" in address else 32
+
+
+# --------------------------------------------------------------------------- IPVS genetlink
+#
+# IPVS messages are encoded and decoded here, on a plain generic netlink socket: pyroute2
+# resolves the family (and tells us when the kernel has none), but its generic NLA
+# decoding costs ~30 ms per service read back in user-mode-linux (stats and all), 20x
+# what ipvsadm needs; reading only the attributes we use brings a full resync near it.
+# Layouts: include/uapi/linux/ip_vs.h.
+
+NETLINK_GENERIC = 16
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+_NLMSG = struct.Struct("=IHHII")
+_GENL = struct.Struct("=BBH")
+_NLA = struct.Struct("=HH")
+_U16, _U32, _BE16 = struct.Struct("=H"), struct.Struct("=I"), struct.Struct(">H")
+NLA_TYPE_MASK = 0x3FFF
+GENL_VERSION = 1
+
+CMD_NEW_SERVICE, CMD_SET_SERVICE, CMD_DEL_SERVICE, CMD_GET_SERVICE = 1, 2, 3, 4
+CMD_NEW_DEST, CMD_SET_DEST, CMD_DEL_DEST, CMD_GET_DEST = 5, 6, 7, 8
+CMD_FLUSH = 17
+ATTR_SERVICE, ATTR_DEST = 1, 2
+SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK = 1, 2, 3, 4, 5
+SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK = 6, 7, 8, 9
+DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT = 1, 2, 3, 4
+DEST_U_THRESH, DEST_L_THRESH, DEST_ADDR_FAMILY = 5, 6, 11
+FWD_MASK = 0x7
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    length = _NLA.size + len(payload)
+    return _NLA.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def _parse_nlas(data: bytes, start: int = 0, end: int | None = None) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    end = len(data) if end is None else end
+    offset = start
+    while offset + _NLA.size <= end:
+        length, kind = _NLA.unpack_from(data, offset)
+        if length < _NLA.size:
+            break
+        out[kind & NLA_TYPE_MASK] = data[offset + _NLA.size : offset + length]
+        offset += (length + 3) & ~3
+    return out
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _packed_address(address: str) -> bytes:
+    return socket.inet_pton(_family(address), address).ljust(16, b"\0")
+
+
+def _unpacked_address(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[:16])
+    return socket.inet_ntop(socket.AF_INET, raw[:4])
+
+
+class IpvsSocket:
+    """Requests to the IPVS generic netlink family; one caller at a time."""
+
+    def __init__(self, family_id: int) -> None:
+        self.family_id = family_id
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        self._sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def request(self, cmd: int, attrs: bytes, *, dump: bool = False) -> list[dict[int, bytes]]:
+        """Send one command; return the top-level attributes of each answer (dumps).
+
+        Raises IpvsError with the kernel's errno when it refuses."""
+        self._seq += 1
+        seq = self._seq
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
+        body = _GENL.pack(cmd, GENL_VERSION, 0) + attrs
+        self._sock.send(_NLMSG.pack(_NLMSG.size + len(body), self.family_id, flags, seq, 0) + body)
+        answers: list[dict[int, bytes]] = []
+        while True:
+            data = self._sock.recv(1 << 20)
+            offset = 0
+            while offset + _NLMSG.size <= len(data):
+                length, kind, _, msg_seq, _ = _NLMSG.unpack_from(data, offset)
+                if length < _NLMSG.size:
+                    raise IpvsError(f"malformed netlink answer (length {length})")
+                end = offset + length
+                if msg_seq == seq:
+                    if kind == NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", data, offset + _NLMSG.size)
+                        if code:
+                            raise IpvsError(f"{os.strerror(-code)} (errno {-code})", -code)
+                        return answers
+                    if kind == NLMSG_DONE:
+                        return answers
+                    answers.append(_parse_nlas(data, offset + _NLMSG.size + _GENL.size, end))
+                offset = (end + 3) & ~3
+
+    # ------------------------------------------------------------------ messages
+
+    @staticmethod
+    def service_key(vs: VirtualServer) -> bytes:
+        return (
+            _nla(SVC_AF, _U16.pack(_family(vs.address)))
+            + _nla(SVC_PROTOCOL, _U16.pack(PROTOCOL_NUMBERS[vs.protocol]))
+            + _nla(SVC_ADDR, _packed_address(vs.address))
+            + _nla(SVC_PORT, _BE16.pack(vs.port))
+        )
+
+    @classmethod
+    def service_entry(cls, vs: VirtualServer, spec: ServiceSpec) -> bytes:
+        flags = SVC_F_PERSISTENT if spec.persistence_timeout else 0
+        if _family(vs.address) == socket.AF_INET6:
+            netmask = _U32.pack(128)  # a prefix length for IPv6
+        else:
+            netmask = b"\xff\xff\xff\xff"
+        return _nla(
+            ATTR_SERVICE,
+            cls.service_key(vs)
+            + _nla(SVC_SCHED_NAME, spec.scheduler.encode() + b"\0")
+            + _nla(SVC_FLAGS, struct.pack("=II", flags, FLAGS_MASK))
+            + _nla(SVC_TIMEOUT, _U32.pack(spec.persistence_timeout))
+            + _nla(SVC_NETMASK, netmask),
+        )
+
+    @staticmethod
+    def dest_key(rs: RealServer) -> bytes:
+        return _nla(DEST_ADDR, _packed_address(rs.address)) + _nla(DEST_PORT, _BE16.pack(rs.port))
+
+    @classmethod
+    def dest_entry(cls, rs: RealServer, spec: DestinationSpec) -> bytes:
+        return _nla(
+            ATTR_DEST,
+            cls.dest_key(rs)
+            + _nla(DEST_ADDR_FAMILY, _U16.pack(_family(rs.address)))
+            + _nla(DEST_FWD_METHOD, _U32.pack(FORWARDING_METHODS[spec.forwarding]))
+            + _nla(DEST_WEIGHT, _U32.pack(spec.weight))
+            + _nla(DEST_U_THRESH, _U32.pack(0))
+            + _nla(DEST_L_THRESH, _U32.pack(0)),
+        )
+
+    def services(self) -> list[tuple[VirtualServer, ServiceSpec]]:
+        out = []
+        for answer in self.request(CMD_GET_SERVICE, b"", dump=True):
+            attrs = _parse_nlas(answer[ATTR_SERVICE])
+            if SVC_FWMARK in attrs and _U32.unpack(attrs[SVC_FWMARK][:4])[0]:
+                continue  # firewall-mark services have no address: never ours
+            protocol = PROTOCOL_NAMES.get(_U16.unpack(attrs[SVC_PROTOCOL][:2])[0])
+            if protocol is None:
+                continue
+            family = _U16.unpack(attrs[SVC_AF][:2])[0]
+            vs = VirtualServer(
+                _unpacked_address(family, attrs[SVC_ADDR]),
+                _BE16.unpack(attrs[SVC_PORT][:2])[0],
+                protocol,
+            )
+            flags = _U32.unpack(attrs[SVC_FLAGS][:4])[0] if SVC_FLAGS in attrs else 0
+            timeout = _U32.unpack(attrs[SVC_TIMEOUT][:4])[0] if SVC_TIMEOUT in attrs else 0
+            scheduler = attrs.get(SVC_SCHED_NAME, b"").split(b"\0", 1)[0].decode()
+            spec = ServiceSpec(scheduler, timeout if flags & SVC_F_PERSISTENT else 0)
+            out.append((vs, spec))
+        return out
+
+    def destinations(self, vs: VirtualServer) -> dict[RealServer, DestinationSpec]:
+        out: dict[RealServer, DestinationSpec] = {}
+        key = _nla(ATTR_SERVICE, self.service_key(vs))
+        default_family = _family(vs.address)
+        for answer in self.request(CMD_GET_DEST, key, dump=True):
+            attrs = _parse_nlas(answer[ATTR_DEST])
+            family = default_family
+            if DEST_ADDR_FAMILY in attrs:
+                family = _U16.unpack(attrs[DEST_ADDR_FAMILY][:2])[0]
+            rs = RealServer(
+                _unpacked_address(family, attrs[DEST_ADDR]), _BE16.unpack(attrs[DEST_PORT][:2])[0]
+            )
+            method = _U32.unpack(attrs[DEST_FWD_METHOD][:4])[0] & FWD_MASK
+            out[rs] = DestinationSpec(
+                weight=_U32.unpack(attrs[DEST_WEIGHT][:4])[0],
+                forwarding=FORWARDING_NAMES.get(method, "masq"),
+            )
+        return out
+
+
+# --------------------------------------------------------------------------- the kernel
 
 
 class KernelBackend:
@@ -140,7 +335,7 @@ class KernelBackend:
         self.interface = interface
         self._sysctl_root = sysctl_root
         try:
-            self._ipvs = IPVS()
+            probe = IPVS()
         except NetlinkError as exc:
             if exc.code == errno.ENOENT:
                 raise IpvsUnavailable(
@@ -150,12 +345,18 @@ class KernelBackend:
                     exc.code,
                 ) from None
             raise _error("open IPVS netlink socket", exc) from None
+        try:
+            family_id = int(probe.prid)
+        finally:
+            probe.close()
+        self._ipvs = IpvsSocket(family_id)
         self._ipr = IPRoute()
         self._index: int | None = None
 
     # ---------------------------------------------------------------- node setup
 
     def ensure_node_setup(self) -> None:
+        self._index = None  # someone may have deleted the interface by hand
         self._interface_index(create=True)
         for name, value in SYSCTLS.items():
             path = self._sysctl_root / name
@@ -194,39 +395,11 @@ class KernelBackend:
     def read_state(self) -> IpvsState:
         state = IpvsState(addresses=self.list_addresses())
         with _netlink("dump IPVS services"):
-            messages = self._ipvs.service("dump")
-        for message in messages:
-            attrs = dict(message.get("IPVS_CMD_ATTR_SERVICE")["attrs"])
-            if attrs.get("IPVS_SVC_ATTR_FWMARK"):
-                continue  # firewall-mark services have no address: never ours
-            protocol = PROTOCOL_NAMES.get(int(attrs.get("IPVS_SVC_ATTR_PROTOCOL") or 0))
-            if protocol is None:
-                continue
-            vs = VirtualServer(
-                str(attrs["IPVS_SVC_ATTR_ADDR"]), int(attrs["IPVS_SVC_ATTR_PORT"]), protocol
-            )
-            flags = int((attrs.get("IPVS_SVC_ATTR_FLAGS") or {}).get("flags") or 0)
-            timeout = int(attrs.get("IPVS_SVC_ATTR_TIMEOUT") or 0)
-            spec = ServiceSpec(
-                scheduler=str(attrs.get("IPVS_SVC_ATTR_SCHED_NAME") or ""),
-                persistence_timeout=timeout if flags & SVC_F_PERSISTENT else 0,
-            )
-            state.services[vs] = Service(spec, self._read_destinations(vs))
+            services = self._ipvs.services()
+        for vs, spec in services:
+            with _netlink(f"dump destinations of {vs}"):
+                state.services[vs] = Service(spec, self._ipvs.destinations(vs))
         return state
-
-    def _read_destinations(self, vs: VirtualServer) -> dict[RealServer, DestinationSpec]:
-        with _netlink(f"dump destinations of {vs}"):
-            messages = self._ipvs.dest("dump", service=self._key(vs))
-        out: dict[RealServer, DestinationSpec] = {}
-        for message in messages:
-            attrs = dict(message.get("IPVS_CMD_ATTR_DEST")["attrs"])
-            rs = RealServer(str(attrs["IPVS_DEST_ATTR_ADDR"]), int(attrs["IPVS_DEST_ATTR_PORT"]))
-            method = int(attrs.get("IPVS_DEST_ATTR_FWD_METHOD") or 0) & 0x7
-            out[rs] = DestinationSpec(
-                weight=int(attrs.get("IPVS_DEST_ATTR_WEIGHT") or 0),
-                forwarding=FORWARDING_NAMES.get(method, "masq"),
-            )
-        return out
 
     def list_addresses(self) -> set[str]:
         index = self._interface_index()
@@ -238,63 +411,42 @@ class KernelBackend:
 
     # ---------------------------------------------------------------- services
 
-    def _key(self, vs: VirtualServer) -> Any:
-        return IPVSService(addr=vs.address, port=vs.port, protocol=PROTOCOL_NUMBERS[vs.protocol])
-
-    def _service(self, vs: VirtualServer, spec: ServiceSpec) -> Any:
-        fields: dict[str, Any] = {
-            "addr": vs.address,
-            "port": vs.port,
-            "protocol": PROTOCOL_NUMBERS[vs.protocol],
-            "sched_name": spec.scheduler,
-            "timeout": spec.persistence_timeout,
-            "flags": {
-                "flags": SVC_F_PERSISTENT if spec.persistence_timeout else 0,
-                "mask": FLAGS_MASK,
-            },
-        }
-        if ":" in vs.address:
-            # pyroute2 types the netmask as an IPv4 address; the kernel reads a u32
-            # prefix length: these bytes (80 00 00 00) are 128 on a little-endian host.
-            fields["netmask"] = "128.0.0.0"
-        return IPVSService(**fields)
-
     def add_service(self, vs: VirtualServer, spec: ServiceSpec) -> None:
         with _netlink(f"add IPVS service {vs}"):
-            self._ipvs.service("add", service=self._service(vs, spec))
+            self._ipvs.request(CMD_NEW_SERVICE, IpvsSocket.service_entry(vs, spec))
 
     def edit_service(self, vs: VirtualServer, spec: ServiceSpec) -> None:
-        # "set" is IPVS_CMD_SET_SERVICE (in place); pyroute2's "update" would delete it.
+        # IPVS_CMD_SET_SERVICE edits in place: the VIP keeps working meanwhile.
         with _netlink(f"edit IPVS service {vs}"):
-            self._ipvs.service("set", service=self._service(vs, spec))
+            self._ipvs.request(CMD_SET_SERVICE, IpvsSocket.service_entry(vs, spec))
 
     def delete_service(self, vs: VirtualServer) -> None:
         with _netlink(f"delete IPVS service {vs}"):
-            self._ipvs.service("del", service=self._key(vs))
+            self._ipvs.request(CMD_DEL_SERVICE, _nla(ATTR_SERVICE, IpvsSocket.service_key(vs)))
 
     # ---------------------------------------------------------------- destinations
 
-    def _dest(self, rs: RealServer, spec: DestinationSpec | None = None) -> Any:
-        if spec is None:
-            return IPVSDest(addr=rs.address, port=rs.port)
-        return IPVSDest(
-            addr=rs.address,
-            port=rs.port,
-            weight=spec.weight,
-            fwd_method=FORWARDING_METHODS[spec.forwarding],
-        )
-
     def add_destination(self, vs: VirtualServer, rs: RealServer, spec: DestinationSpec) -> None:
         with _netlink(f"add destination {rs} to {vs}"):
-            self._ipvs.dest("add", service=self._key(vs), dest=self._dest(rs, spec))
+            self._ipvs.request(
+                CMD_NEW_DEST,
+                _nla(ATTR_SERVICE, IpvsSocket.service_key(vs)) + IpvsSocket.dest_entry(rs, spec),
+            )
 
     def edit_destination(self, vs: VirtualServer, rs: RealServer, spec: DestinationSpec) -> None:
         with _netlink(f"edit destination {rs} of {vs}"):
-            self._ipvs.dest("set", service=self._key(vs), dest=self._dest(rs, spec))
+            self._ipvs.request(
+                CMD_SET_DEST,
+                _nla(ATTR_SERVICE, IpvsSocket.service_key(vs)) + IpvsSocket.dest_entry(rs, spec),
+            )
 
     def delete_destination(self, vs: VirtualServer, rs: RealServer) -> None:
         with _netlink(f"delete destination {rs} from {vs}"):
-            self._ipvs.dest("del", service=self._key(vs), dest=self._dest(rs))
+            self._ipvs.request(
+                CMD_DEL_DEST,
+                _nla(ATTR_SERVICE, IpvsSocket.service_key(vs))
+                + _nla(ATTR_DEST, IpvsSocket.dest_key(rs)),
+            )
 
     # ---------------------------------------------------------------- addresses
 
@@ -316,10 +468,5 @@ class KernelBackend:
 
     def flush(self) -> None:
         """Delete every IPVS service (tests and cleanup only; the proxy never does)."""
-        with _netlink("list IPVS services to flush"):
-            messages = self._ipvs.service("dump")
-        for message in messages:
-            attrs = dict(message.get("IPVS_CMD_ATTR_SERVICE")["attrs"])
-            key = IPVSService.from_message(message)
-            with _netlink(f"delete IPVS service {attrs.get('IPVS_SVC_ATTR_ADDR')}"):
-                self._ipvs.service("del", service=key)
+        with _netlink("flush IPVS"):
+            self._ipvs.request(CMD_FLUSH, b"")
