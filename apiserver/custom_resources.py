@@ -20,10 +20,12 @@ import asyncio
 import contextlib
 import copy
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from apiserver import openapi
 from apiserver.crd import (
     CRD_RESOURCE,
     CustomKind,
@@ -38,6 +40,7 @@ from apiserver.crd import (
 )
 from apiserver.errors import StatusCause, StatusError
 from apiserver.informer import follow, list_once
+from apiserver.resources import Resource
 from apiserver.schema import apply_defaults, prune, unknown_fields
 from apiserver.storage.interface import NotFound, StorageError
 from apiserver.strategy import GenericStrategy
@@ -181,6 +184,7 @@ class CrdController:
         }
         self.index.add(CRD_RESOURCE)
         registry.set_strategy(CRD_RESOURCE, CrdStrategy(self))
+        openapi.register_schema_provider(_schema_provider(weakref.ref(self)))
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -233,6 +237,15 @@ class CrdController:
         crd = self._crds.get(crd_name)
         return bool(crd and crd["metadata"].get("deletionTimestamp"))
 
+    def schema(self, resource: Resource) -> Mapping[str, Any] | None:
+        """The openAPIV3Schema of a served custom resource version (for /openapi/v3)."""
+        for kind in self._served.values():
+            if kind.group == resource.group and kind.plural == resource.plural:
+                version = kind.versions.get(resource.version)
+                if version is not None and version.schema is not None:
+                    return version.schema.schema
+        return None
+
     def served(self) -> dict[str, CustomKind]:
         return dict(self._served)
 
@@ -281,6 +294,7 @@ class CrdController:
             self.index.add(resource)
             self.registry.set_strategy(resource, strategy)
         self._served[name] = kind
+        openapi.invalidate()  # the schema may have changed with no new resource
         if before is None:
             logger.info(
                 "serving %s.%s (%s)", kind.plural, kind.group, ", ".join(sorted(kind.versions))
@@ -293,6 +307,7 @@ class CrdController:
         for resource in kind.resources:
             self.index.remove(resource)
             self.registry.remove_strategy(resource)
+        openapi.invalidate()
         logger.info("stopped serving %s.%s", kind.plural, kind.group)
 
     async def _clean_up(self, crd: RawObject) -> None:
@@ -338,3 +353,15 @@ class CrdController:
                 raise
             return  # changed meanwhile: the next event retries
         logger.info("deleted CRD %s and its %d objects", name, deleted)
+
+
+def _schema_provider(
+    controller: weakref.ReferenceType[CrdController],
+) -> openapi.SchemaProvider:
+    """openapi's schema source for one controller (a no-op once its apiserver is gone)."""
+
+    def provide(resource: Resource) -> Mapping[str, Any] | None:
+        found = controller()
+        return found.schema(resource) if found is not None else None
+
+    return provide

@@ -363,3 +363,16 @@ def test_kubectl_shows_the_field_path_of_an_invalid_object(
     assert 'The Greeting "shouty" is invalid: spec.punctuation: Unsupported value: "!!!"' in (
         result.stderr
     )
+
+
+def test_openapi_v3_serves_the_crd_schema_at_once(http: httpx.Client, group: str) -> None:
+    root = http.get("/openapi/v3").json()["paths"]
+    assert f"apis/{group}/v1" in root
+    document = http.get(f"/openapi/v3/apis/{group}/v1").json()
+    schemas = document["components"]["schemas"]
+    (widget_schema,) = [s for s in schemas.values() if "x-kubernetes-group-version-kind" in s]
+    assert widget_schema["x-kubernetes-group-version-kind"] == [
+        {"group": group, "kind": "Widget", "version": "v1"}
+    ]
+    assert widget_schema["properties"]["spec"]["properties"]["size"]["type"] == "integer"
+    assert any(path.endswith("/widgets/{name}") for path in document["paths"])
