@@ -2,7 +2,8 @@
 
 The registry calls :meth:`Admission.mutate` after defaulting and before validation, and
 :meth:`Admission.validate` after validation and before the object is stored, on create,
-update, patch and delete. ``op`` is ``"CREATE" | "UPDATE" | "DELETE"`` as in
+update, patch and delete (``subresource`` is ``"status"`` for a ``/status`` write, as in
+AdmissionRequest.subResource). ``op`` is ``"CREATE" | "UPDATE" | "DELETE"`` as in
 admission.k8s.io/v1's AdmissionRequest. A denial is :class:`AdmissionDenied`, which the
 registry answers as a Status carrying the policy's own message (upstream's
 ``admission webhook "x" denied the request: ...``).
@@ -41,6 +42,7 @@ class Admission(Protocol):
         namespace: str | None,
         name: str,
         dry_run: bool,
+        subresource: str = "",
     ) -> dict[str, Any] | None:
         """The object to store instead of ``obj``, or None to keep it as it is."""
 
@@ -53,6 +55,7 @@ class Admission(Protocol):
         namespace: str | None,
         name: str,
         dry_run: bool,
+        subresource: str = "",
     ) -> None:
         """Raise AdmissionDenied to refuse."""
 
@@ -69,6 +72,7 @@ class NoAdmission:
         namespace: str | None,
         name: str,
         dry_run: bool,
+        subresource: str = "",
     ) -> dict[str, Any] | None:
         return None
 
@@ -81,5 +85,6 @@ class NoAdmission:
         namespace: str | None,
         name: str,
         dry_run: bool,
+        subresource: str = "",
     ) -> None:
         return None
