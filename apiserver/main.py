@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import socket
 from pathlib import Path
 
@@ -87,8 +88,15 @@ def run(args: argparse.Namespace) -> int:
         written = write_kubeconfig(args.kubeconfig_out, url)
         logger.info("wrote kubeconfig %s", written)
     logger.info("apiserver serving %s on store %s", url, store_url)
+    quiet_after_shutdown()
     try:
         asyncio.run(serve(store_url, sock))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def quiet_after_shutdown() -> None:
+    """Exit 0 on SIGTERM: uvicorn handles the signal (a clean shutdown), then re-raises it
+    into the handler it found, which would otherwise kill the process with -15."""
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)

@@ -111,6 +111,7 @@ class Registry:
         self.hub = hub or WatchHub(storage)
         self._strategies: dict[tuple[str, str], Strategy] = {}
         self.namespaces = NamespaceCache()
+        self._field_sets: dict[int, _LastFieldSet] = {}
 
     # -- seams for custom resources -------------------------------------------------
 
@@ -191,17 +192,26 @@ class Registry:
             fields.validate(strategy.selectable_fields)
         except SelectorError as exc:
             raise errors.bad_request(str(exc)) from None
-        if labels.empty:
-            return lambda obj: fields.matches(strategy.field_set(obj))
         if fields.empty:
             return lambda obj: labels.matches((obj.get("metadata") or {}).get("labels"))
+        field_set = self._field_set_of(strategy)
 
         def matches(obj: RawObject) -> bool:
             if not labels.matches((obj.get("metadata") or {}).get("labels")):
                 return False
-            return fields.matches(strategy.field_set(obj))
+            return fields.matches(field_set(obj))
 
         return matches
+
+    def _field_set_of(self, strategy: Strategy) -> Callable[[RawObject], dict[str, str]]:
+        """``strategy.field_set``, remembering the last object: a watch event is matched by
+        every watcher in turn, and computes its fields once."""
+        cache = self._field_sets.get(id(strategy))
+        if cache is None or cache.strategy is not strategy:
+            if len(self._field_sets) > 256:  # strategies made per call (generic kinds)
+                self._field_sets.clear()
+            cache = self._field_sets[id(strategy)] = _LastFieldSet(strategy)
+        return cache
 
     async def list(
         self,
@@ -448,9 +458,13 @@ class Registry:
             if new_rv and new_rv != current_rv:
                 raise errors.conflict(resource.plural, name, resource.group)
             new = self._prepare_update(resource, strategy, proposed, current, subresource)
-            new = await self._mutate("UPDATE", resource, new, current, namespace, name, dry_run)
+            new = await self._mutate(
+                "UPDATE", resource, new, current, namespace, name, dry_run, subresource
+            )
             self._validate(resource, new, current, strategy)
-            await self._admit("UPDATE", resource, new, current, namespace, name, dry_run)
+            await self._admit(
+                "UPDATE", resource, new, current, namespace, name, dry_run, subresource
+            )
             finishing = bool(new["metadata"].get("deletionTimestamp")) and not new["metadata"].get(
                 "finalizers"
             )
@@ -753,9 +767,12 @@ class Registry:
         namespace: str | None,
         name: str,
         dry_run: bool,
+        subresource: str = "",
     ) -> RawObject:
         try:
-            mutated = await self.admission.mutate(op, resource, obj, old, namespace, name, dry_run)
+            mutated = await self.admission.mutate(
+                op, resource, obj, old, namespace, name, dry_run, subresource=subresource
+            )
         except AdmissionDenied as exc:
             raise _denied(exc, resource, name) from None
         return obj if mutated is None else mutated
@@ -769,9 +786,12 @@ class Registry:
         namespace: str | None,
         name: str,
         dry_run: bool,
+        subresource: str = "",
     ) -> None:
         try:
-            await self.admission.validate(op, resource, obj, old, namespace, name, dry_run)
+            await self.admission.validate(
+                op, resource, obj, old, namespace, name, dry_run, subresource=subresource
+            )
         except AdmissionDenied as exc:
             raise _denied(exc, resource, name) from None
 
@@ -813,6 +833,23 @@ class Registry:
                     )
         sub = await self.hub.subscribe(base, revision, filter_)
         return WatchStart(sub, base, initial, revision)
+
+
+class _LastFieldSet:
+    """A strategy's field_set with a one-object memory (by identity, holding the object)."""
+
+    __slots__ = ("_fields", "_obj", "strategy")
+
+    def __init__(self, strategy: Strategy) -> None:
+        self.strategy = strategy
+        self._obj: RawObject | None = None
+        self._fields: dict[str, str] = {}
+
+    def __call__(self, obj: RawObject) -> dict[str, str]:
+        if obj is not self._obj:
+            self._fields = self.strategy.field_set(obj)
+            self._obj = obj
+        return self._fields
 
 
 class NamespaceCache:

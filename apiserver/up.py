@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from apiserver.main import DEFAULT_HOST, DEFAULT_PORT, bind, server_url
+from apiserver.main import DEFAULT_HOST, DEFAULT_PORT, bind, quiet_after_shutdown, server_url
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             children.append(_start_component("proxy", kubeconfig, data_dir))
         await serving
 
+    quiet_after_shutdown()
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
