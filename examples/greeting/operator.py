@@ -15,6 +15,7 @@ The rendering is a plain function; the handlers only move data in and out of the
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -57,6 +58,7 @@ def config_map_for(name: str, namespace: str, uid: str, message: str) -> dict[st
 
 @kopf.on.startup()
 async def connect(memo: kopf.Memo, **_: Any) -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request
     memo.api = ApiClient.from_kubeconfig()
 
 
