@@ -37,6 +37,7 @@ from apiserver.encoding import clone
 from apiserver.errors import StatusCause, StatusError
 from apiserver.resources import Resource, ResourceIndex
 from apiserver.storage.interface import (
+    AlreadyExists,
     Conflict,
     NotFound,
     Storage,
@@ -54,6 +55,7 @@ FieldValidation = Literal["Strict", "Warn", "Ignore"]
 BOOTSTRAP_NAMESPACES = ("default", "kube-system")
 UNDELETABLE_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 MAX_CAS_ATTEMPTS = 16
+GENERATE_NAME_ATTEMPTS = 8
 _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -313,7 +315,7 @@ class Registry:
                     ],
                     resource.group,
                 )
-            name = generate + "".join(secrets.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
+            name = _generated_name(generate)
             meta["name"] = name
         if resource.namespaced:
             await self._require_namespace(namespace or "")
@@ -329,10 +331,21 @@ class Registry:
         await self._admit("CREATE", resource, obj, None, namespace, name, dry_run)
         if dry_run:
             return WriteResult(obj, warnings, created=True)
-        try:
-            stored = await self.storage.create(self.key(resource, namespace, name), obj)
-        except StorageError as exc:
-            raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+        generated = not (body.get("metadata") or {}).get("name")
+        for _attempt in range(GENERATE_NAME_ATTEMPTS if generated else 1):
+            try:
+                stored = await self.storage.create(self.key(resource, namespace, name), obj)
+                break
+            except AlreadyExists:
+                if not generated:
+                    raise errors.already_exists(resource.plural, name, resource.group) from None
+                # A generated name collided: draw another suffix (upstream retries too).
+                name = _generated_name(meta.get("generateName") or "")
+                obj["metadata"]["name"] = name
+            except StorageError as exc:
+                raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+        else:
+            raise errors.already_exists(resource.plural, name, resource.group)
         logger.debug("created %s %s/%s", resource.plural, namespace or "", name)
         return WriteResult(stored, warnings, created=True)
 
@@ -901,6 +914,10 @@ class NamespaceCache:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _generated_name(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
 
 
 def _replace_with(obj: RawObject) -> UpdateFn:
