@@ -389,6 +389,20 @@ class CustomKind:
         return self.versions.get(name)
 
 
+_KUBE_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+
+
+def version_priority(name: str) -> tuple[int, int, int, str]:
+    """Sort key putting versions in upstream's priority order: v2, v1, v1beta2, v1beta1,
+    v1alpha1, then anything else alphabetically (the first is the preferred version)."""
+    match = _KUBE_VERSION.match(name)
+    if match is None:
+        return (3, 0, 0, name)
+    major, stage, minor = match.groups()
+    rank = {None: 0, "beta": 1, "alpha": 2}[stage]
+    return (rank, -int(major), -int(minor or 0), name)
+
+
 def custom_kind(crd: RawObject) -> CustomKind:
     """What a valid, established CRD makes the apiserver serve."""
     spec = crd["spec"]
@@ -398,7 +412,8 @@ def custom_kind(crd: RawObject) -> CustomKind:
     group = spec["group"]
     namespaced = spec.get("scope") == "Namespaced"
     versions: dict[str, CustomVersion] = {}
-    for version in spec.get("versions") or []:
+    ordered = sorted(spec.get("versions") or [], key=lambda v: version_priority(v["name"]))
+    for version in ordered:
         if not version.get("served"):
             continue
         subresources = version.get("subresources") or {}

@@ -269,12 +269,12 @@ class CrdController:
             self._unserve(name)
             return
         self._crds[name] = crd
-        if is_established(crd):
+        if crd["metadata"].get("deletionTimestamp"):
+            await self._clean_up(crd)
+        elif is_established(crd):
             self._serve(crd)
         else:
             self._unserve(name)
-        if crd["metadata"].get("deletionTimestamp"):
-            await self._clean_up(crd)
 
     def _serve(self, crd: RawObject) -> None:
         name = crd["metadata"]["name"]
@@ -311,7 +311,10 @@ class CrdController:
         logger.info("stopped serving %s.%s", kind.plural, kind.group)
 
     async def _clean_up(self, crd: RawObject) -> None:
-        """Delete every object of a CRD being deleted, then let the CRD go."""
+        """Delete every object of a CRD being deleted, stop serving it, let the CRD go.
+
+        Unlike upstream, the objects' own finalizers are not waited for: they are deleted
+        from the store directly (watchers see them DELETED)."""
         name = crd["metadata"]["name"]
         if CLEANUP_FINALIZER not in (crd["metadata"].get("finalizers") or []):
             return
@@ -340,8 +343,16 @@ class CrdController:
                         await storage.delete(key)
                         deleted += 1
             except StorageError as exc:
-                logger.warning("cleaning up the objects of CRD %s failed (%s); retrying", name, exc)
+                logger.warning(
+                    "cleaning up the objects of CRD %s failed (%s); the next change to the "
+                    "CRD retries",
+                    name,
+                    exc,
+                )
                 return
+        # Out of discovery before the CRD goes: a client that re-reads discovery on the
+        # CRD's DELETED event (kopf does) never finds the kind served but gone.
+        self._unserve(name)
         body = copy.deepcopy(crd)
         body["metadata"]["finalizers"] = [
             f for f in crd["metadata"].get("finalizers") or [] if f != CLEANUP_FINALIZER

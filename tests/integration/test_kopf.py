@@ -517,3 +517,40 @@ def test_unreachable_webhook_fails_closed_or_open_by_its_policy(http: httpx.Clie
     body["metadata"]["name"] = unique("open")
     assert http.post(BASE, json=body).status_code == 201
     assert http.delete(f"{configs}/down").status_code == 200
+
+
+def test_kopf_keeps_running_when_its_crd_is_deleted_and_created_again(
+    http: httpx.Client,
+) -> None:
+    group = "transient.kopf.minik8s.test"
+    journal = Journal()
+    registry = SmartOperatorRegistry()
+
+    @kopf.on.create(group, "transients", id="transient_created", registry=registry)
+    def transient_created(name: str, **_: Any) -> None:
+        journal.add("create", name)
+
+    crd = yaml.safe_load(yaml.safe_dump(WIDGET_CRD))
+    crd["metadata"]["name"] = f"transients.{group}"
+    crd["spec"]["group"] = group
+    crd["spec"]["names"] = {"kind": "Transient", "plural": "transients"}
+    path = f"/apis/{group}/v1/namespaces/default/transients"
+
+    def transient(name: str) -> dict[str, Any]:
+        return {"apiVersion": f"{group}/v1", "kind": "Transient", "metadata": {"name": name}}
+
+    assert http.post(CRDS, json=crd).status_code == 201
+    settings = fast_settings()
+    settings.watching.server_timeout = 1  # watches end often: a 404 on re-watch would kill kopf
+    runner = run_operator(registry, settings, "--standalone")
+    with runner:
+        assert http.post(path, json=transient("first")).status_code == 201
+        wait_for(lambda: journal.has("create", "first"), what="the first object's handler")
+        assert http.delete(f"{CRDS}/transients.{group}").status_code in (200, 202)
+        wait_for(lambda: http.get(f"{CRDS}/transients.{group}").status_code == 404, what="CRD gone")
+        time.sleep(1.5)  # longer than server_timeout: kopf re-watches (or has stopped watching)
+        assert runner._thread.is_alive(), "kopf stopped after its CRD was deleted"
+        assert http.post(CRDS, json=crd).status_code == 201
+        assert http.post(path, json=transient("second")).status_code == 201
+        wait_for(lambda: journal.has("create", "second"), what="the handler after re-creation")
+    assert runner.exception is None

@@ -174,3 +174,23 @@ def test_served_versions_become_resources_with_their_columns() -> None:
 def test_shipped_crds_are_valid(path: Path) -> None:
     for doc in yaml.safe_load_all(path.read_text()):
         assert validate_crd(default_crd(doc)) == [], path
+
+
+def test_versions_are_served_in_upstreams_priority_order() -> None:
+    from apiserver.crd import version_priority
+
+    names = ["v1alpha1", "v1beta1", "v2", "v1", "v1beta2", "foo", "v10"]
+    assert sorted(names, key=version_priority) == [
+        "v10",
+        "v2",
+        "v1",
+        "v1beta2",
+        "v1beta1",
+        "v1alpha1",
+        "foo",
+    ]
+    c = default_crd(crd())
+    beta = copy.deepcopy(c["spec"]["versions"][0])
+    beta.update(name="v1beta1", storage=False)
+    c["spec"]["versions"].insert(0, beta)
+    assert list(custom_kind(c).versions) == ["v1", "v1beta1"]
