@@ -35,12 +35,22 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._counters: dict[tuple[RequestLabels, int], Counter] = {}
+        self._histograms: dict[RequestLabels, Histogram] = {}
+
     def count(self, labels: RequestLabels, code: int) -> None:
-        self.requests.labels(*labels, "apiserver", str(code)).inc()
+        counter = self._counters.get((labels, code))
+        if counter is None:
+            counter = self.requests.labels(*labels, "apiserver", str(code))
+            self._counters[(labels, code)] = counter
+        counter.inc()
 
     def observe(self, labels: RequestLabels, code: int, seconds: float) -> None:
-        self.requests.labels(*labels, "apiserver", str(code)).inc()
-        self.duration.labels(*labels, "apiserver").observe(seconds)
+        self.count(labels, code)
+        histogram = self._histograms.get(labels)
+        if histogram is None:
+            histogram = self._histograms[labels] = self.duration.labels(*labels, "apiserver")
+        histogram.observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -24,7 +24,7 @@ import binascii
 import contextlib
 import json
 import logging
-import secrets
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,6 +57,7 @@ UNDELETABLE_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 MAX_CAS_ATTEMPTS = 16
 GENERATE_NAME_ATTEMPTS = 8
 _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_random = random.Random()
 
 
 def now_rfc3339() -> str:
@@ -321,7 +322,7 @@ class Registry:
             await self._require_namespace(namespace or "")
         for field_name in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(field_name, None)
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = new_uid()
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
         strategy = self.strategy(resource)
@@ -917,7 +918,14 @@ class NamespaceCache:
 
 
 def _generated_name(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
+    return prefix + "".join(_random.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
+
+
+def new_uid() -> str:
+    """A random (version 4) UUID. From a PRNG seeded by the OS: uids need to be unique, not
+    secret, and os.urandom releases the GIL on every call, which costs a thread switch
+    under load."""
+    return str(uuid.UUID(int=_random.getrandbits(128), version=4))
 
 
 def _replace_with(obj: RawObject) -> UpdateFn:

@@ -18,18 +18,22 @@ def _resource_routes(base: str) -> list[Route]:
     subresource, ``/api/v1/namespaces/{name}/status``, apart).
     """
     shapes = (
-        "/namespaces/{namespace}/{plural}/{name}/{sub}",
-        "/namespaces/{namespace}/{plural}/{name}",
         "/namespaces/{namespace}/{plural}",
-        "/{plural}/{name}/{sub}",
-        "/{plural}/{name}",
+        "/namespaces/{namespace}/{plural}/{name}",
+        "/namespaces/{namespace}/{plural}/{name}/{sub}",
         "/{plural}",
+        "/{plural}/{name}",
+        "/{plural}/{name}/{sub}",
     )
     return [Route(base + shape, h.resource_endpoint, methods=ALL_METHODS) for shape in shapes]
 
 
 def routes() -> list[BaseRoute]:
+    """Resources first (the busy paths: Starlette tries routes in order); no two routes
+    match the same path except where ``handlers.resolve`` tells them apart."""
     return [
+        *_resource_routes("/api/{version}"),
+        *_resource_routes("/apis/{group}/{version}"),
         Route("/version", h.version),
         Route("/healthz", h.healthz),
         Route("/livez", h.healthz),
@@ -43,6 +47,4 @@ def routes() -> list[BaseRoute]:
         Route("/openapi/v3", disc.openapi_root),
         Route("/openapi/v3/{path:path}", disc.openapi_document),
         Route("/openapi/v2", disc.openapi_v2),
-        *_resource_routes("/api/{version}"),
-        *_resource_routes("/apis/{group}/{version}"),
     ]
