@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +25,7 @@ def event_body(
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "generateName": f"{meta.get('name') or 'object'}.",
+            "name": f"{meta.get('name') or 'object'}.{uuid.uuid4().hex[:16]}",
             "namespace": meta.get("namespace") or "default",
         },
         "involvedObject": {

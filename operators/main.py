@@ -131,6 +131,7 @@ async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) ->
     if not options.verbose:
         # kopf logs every handler run at INFO; keep our own outcomes, its warnings
         logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
     registry = kopf.OperatorRegistry()
 

@@ -20,6 +20,7 @@ webhook, so a Service is written once (by its creator) on the fast path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from typing import Any
 
 import kopf
 
-from minik8s.client import ApiClient, ApiError, ClientError, Invalid, NotFound
+from minik8s.client import ApiClient, ClientError, Invalid, NotFound
 from operators import ipam
 from operators.events import post_event
 from operators.ipam import ParentRef
@@ -50,7 +51,9 @@ class ServiceAllocator:
         self.api = api
         self.claims = ipam.ApiClaims(api)
         self.network = network
-        self.known_claims: set[str] = set()  # claims this process made or has seen
+        self.known_claims: set[str] = set()  # claims this process made or confirmed
+        # every IPAddress name -> its parent, from a watch: a hint only (create decides)
+        self.in_use: dict[str, ParentRef | None] = {}
 
     async def admit(self, namespace: str, name: str, spec: Mapping[str, Any]) -> list[str]:
         """The ClusterIPs for a Service about to be created ([] = leave it alone)."""
@@ -61,8 +64,9 @@ class ServiceAllocator:
         if requested:
             ip = await ipam.claim_requested(self.claims, self.network, requested, parent)
         else:
-            ip = await ipam.claim_any(self.claims, self.network, parent)
+            ip = await ipam.claim_any(self.claims, self.network, parent, in_use=self.in_use)
         self.known_claims.add(str(ip))
+        self.in_use[str(ip)] = parent
         logger.info("allocated ClusterIP %s to %s", ip, parent)
         return [str(ip)]
 
@@ -75,10 +79,11 @@ class ServiceAllocator:
         parent = ParentRef(meta.get("namespace") or "default", meta["name"])
         current = spec.get("clusterIP")
         if current:
-            if current not in self.known_claims:
+            if current not in self.known_claims and self.in_use.get(current) != parent:
                 await self._claim_held(body, parent, current)
             return
-        ip = await ipam.claim_any(self.claims, self.network, parent)
+        ip = await ipam.claim_any(self.claims, self.network, parent, in_use=self.in_use)
+        self.in_use[str(ip)] = parent
         patch = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
             {"op": "add", "path": "/spec/clusterIP", "value": str(ip)},
@@ -88,10 +93,12 @@ class ServiceAllocator:
             await self.api.patch(
                 "v1", "services", parent.name, patch, parent.namespace, patch_type="json"
             )
-        except (Invalid, NotFound, ApiError) as exc:
+        except ClientError as exc:
             # changed (another replica assigned one, the user edited it) or gone: the
-            # next event brings the new state; never keep an address nobody holds
-            await ipam.release(self.claims, str(ip), parent)
+            # next event brings the new state; never keep an address nobody holds (if
+            # this release fails too, the sweep deletes the claim)
+            with contextlib.suppress(ClientError):
+                await ipam.release(self.claims, str(ip), parent)
             if isinstance(exc, Invalid | NotFound):
                 logger.debug("%s changed before its ClusterIP was written: %s", parent, exc)
                 return
@@ -124,11 +131,15 @@ class Sweeper:
         self.allocator = allocator
         self.interval = interval
         self.grace = timedelta(seconds=grace)
+        self._unallocated: set[str] = set()  # Service uids seen without an address
 
     async def sweep_once(self) -> list[str]:
         claims = await self.allocator.claims.list_claims()  # claims first, then Services
+        # ages are taken as of the Services list: a claim older than the grace then, and
+        # not held in that list, was not stored within the grace period
+        listed_at = datetime.now(UTC)
         services, _ = await self.allocator.api.list("v1", "services")
-        orphans = ipam.orphaned_claims(claims, services, now=datetime.now(UTC), grace=self.grace)
+        orphans = ipam.orphaned_claims(claims, services, now=listed_at, grace=self.grace)
         swept: list[str] = []
         for claim in orphans:
             meta = claim["metadata"]
@@ -140,7 +151,23 @@ class Sweeper:
                     meta["name"],
                     ipam.parent_of(claim),
                 )
+        await self._repair(services)
         return swept
+
+    async def _repair(self, services: list[dict[str, Any]]) -> None:
+        """Allocate to Services seen without an address at two sweeps in a row (an event
+        whose handling failed is not redelivered by kopf)."""
+        unallocated = {}
+        for svc in services:
+            spec, meta = svc.get("spec") or {}, svc.get("metadata") or {}
+            if not spec.get("clusterIP") and needs_cluster_ip(spec) and meta.get("uid"):
+                unallocated[meta["uid"]] = svc
+        for uid in sorted(self._unallocated & unallocated.keys()):
+            try:
+                await self.allocator.allocate_stored(unallocated[uid])
+            except ipam.IpamError as exc:
+                logger.warning("cannot allocate a ClusterIP to a stored Service: %s", exc)
+        self._unallocated = set(unallocated)
 
     async def run(self) -> None:
         while True:
@@ -183,6 +210,19 @@ def register(
                 patch.spec["clusterIPs"] = ips
             elif (body.get("spec") or {}).get("clusterIP") == HEADLESS:
                 patch.spec["clusterIPs"] = [HEADLESS]
+
+    @kopf.on.event(
+        "networking.k8s.io", "v1", "ipaddresses", id="follow_ip_addresses", registry=registry
+    )
+    def follow_ip_addresses(body: kopf.Body, type: str | None, **_: Any) -> None:
+        name = (body.get("metadata") or {}).get("name")
+        if not name:
+            return
+        if type == "DELETED":
+            allocator.in_use.pop(name, None)
+            allocator.known_claims.discard(name)
+        else:
+            allocator.in_use[name] = ipam.parent_of(body)
 
     @kopf.on.event("v1", "services", id="allocate_stored_cluster_ip", registry=registry)
     async def allocate_stored_cluster_ip(body: kopf.Body, type: str | None, **_: Any) -> None:
