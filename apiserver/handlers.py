@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from apiserver import errors
 from apiserver.encoding import DecodeError, decode_json, decode_yaml, encode, encode_yaml
@@ -25,7 +25,7 @@ from apiserver.errors import StatusError
 from apiserver.metrics import Metrics
 from apiserver.registry import FieldValidation, Registry, WriteResult
 from apiserver.resources import Resource, ResourceIndex
-from apiserver.watch import CachedEvent, WatchClosed
+from apiserver.watch_http import ErrorStream, EventEncoder, JsonEvents, TableEvents, WatchResponse
 
 logger = logging.getLogger(__name__)
 
@@ -516,6 +516,8 @@ async def watch(request: Request, state: ApiState, t: Target) -> Response:
     q = request.query_params
     res = t.resource
     reg = state.registry
+    table = _wants_table(request)
+    media_type = TABLE_CONTENT_TYPE if table else JSON
     send_initial = q.get("sendInitialEvents")
     try:
         start = await reg.watch(
@@ -531,122 +533,38 @@ async def watch(request: Request, state: ApiState, t: Target) -> Response:
             raise
         # An unusable resourceVersion is an in-stream ERROR (clients re-list on it); an
         # HTTP 410 on the watch request itself would stop kopf's watcher for good.
-        return StreamingResponse(_error_stream(err), media_type=JSON)
+        return ErrorStream(err, media_type)
     timeout_s = float(_int_param(request, "timeoutSeconds"))
     bookmarks = _query_bool(request, "allowWatchBookmarks")
-    table = _wants_table(request)
-    encoder = _TableEvents(state, res, request) if table else _JsonEvents()
-    stream = _watch_stream(
-        state,
+    encoder: EventEncoder = JsonEvents()
+    if table:
+        include = q.get("includeObject", "Metadata")
+
+        def one_row(objs: list[dict[str, Any]], *, with_definitions: bool) -> dict[str, Any]:
+            return build_table(
+                state,
+                res,
+                objs,
+                include_object=include,
+                resource_version=str(_revision_of(objs[0])),
+                with_definitions=with_definitions,
+            )
+
+        encoder = TableEvents(one_row)
+    return WatchResponse(
+        reg.hub,
         res,
-        start_initial=start.initial,
-        subscriber=start.subscriber,
-        prefix=start.prefix,
+        start.subscriber,
+        start.prefix,
+        initial=start.initial,
         initial_revision=start.initial_revision,
         encoder=encoder,
+        media_type=media_type,
         bookmarks=bookmarks,
+        bookmark_interval=state.bookmark_interval,
         initial_end_bookmark=bool(send_initial and send_initial.lower() == "true" and bookmarks),
         timeout_s=timeout_s if timeout_s > 0 else None,
     )
-    return StreamingResponse(
-        stream,
-        media_type=TABLE_CONTENT_TYPE if table else JSON,
-        headers={"Cache-Control": "no-cache, private"},
-    )
-
-
-class _JsonEvents:
-    def event(self, ev: CachedEvent) -> bytes:
-        return ev.line()
-
-    def added(self, obj: dict[str, Any]) -> bytes:
-        return encode({"type": "ADDED", "object": obj}) + b"\n"
-
-
-class _TableEvents:
-    """``kubectl get -w``: each event's object is a one-row Table."""
-
-    def __init__(self, state: ApiState, res: Resource, request: Request) -> None:
-        self.state = state
-        self.res = res
-        self.include = request.query_params.get("includeObject", "Metadata")
-        self.first = True
-
-    def _line(self, type_: str, obj: dict[str, Any]) -> bytes:
-        table = build_table(
-            self.state,
-            self.res,
-            [obj],
-            include_object=self.include,
-            resource_version=str(_revision_of(obj)),
-            with_definitions=self.first,
-        )
-        self.first = False
-        return encode({"type": type_, "object": table}) + b"\n"
-
-    def event(self, ev: CachedEvent) -> bytes:
-        return self._line(ev.type, ev.obj)
-
-    def added(self, obj: dict[str, Any]) -> bytes:
-        return self._line("ADDED", obj)
-
-
-async def _error_stream(err: StatusError) -> AsyncIterator[bytes]:
-    yield encode({"type": "ERROR", "object": err.to_status()}) + b"\n"
-
-
-def _bookmark(res: Resource, revision: int, initial_end: bool = False) -> bytes:
-    meta: dict[str, Any] = {"resourceVersion": str(revision)}
-    if initial_end:
-        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-    obj = {"kind": res.kind, "apiVersion": res.api_version, "metadata": meta}
-    return encode({"type": "BOOKMARK", "object": obj}) + b"\n"
-
-
-async def _watch_stream(
-    state: ApiState,
-    res: Resource,
-    *,
-    start_initial: list[dict[str, Any]],
-    subscriber: Any,
-    prefix: str,
-    initial_revision: int,
-    encoder: _JsonEvents | _TableEvents,
-    bookmarks: bool,
-    initial_end_bookmark: bool,
-    timeout_s: float | None,
-) -> AsyncIterator[bytes]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s if timeout_s else None
-    hub = state.registry.hub
-    try:
-        if start_initial:
-            yield b"".join(encoder.added(obj) for obj in start_initial)
-        if initial_end_bookmark:
-            yield _bookmark(res, initial_revision, initial_end=True)
-        next_bookmark = loop.time() + state.bookmark_interval
-        while True:
-            now = loop.time()
-            waits = []
-            if deadline is not None:
-                if now >= deadline:
-                    return
-                waits.append(deadline - now)
-            if bookmarks:
-                waits.append(max(0.0, next_bookmark - now))
-            try:
-                batch = await subscriber.next_batch(min(waits) if waits else None)
-            except WatchClosed as closed:
-                if closed.error is not None:
-                    yield encode({"type": "ERROR", "object": closed.error}) + b"\n"
-                return
-            if batch:
-                yield b"".join(encoder.event(ev) for ev in batch)
-            if bookmarks and loop.time() >= next_bookmark:
-                yield _bookmark(res, subscriber.bookmark_revision())
-                next_bookmark = loop.time() + state.bookmark_interval
-    finally:
-        hub.unsubscribe(prefix, subscriber)
 
 
 # -- plain endpoints ----------------------------------------------------------------------

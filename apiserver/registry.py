@@ -850,20 +850,22 @@ class Registry:
 
 
 class _LastFieldSet:
-    """A strategy's field_set with a one-object memory (by identity, holding the object)."""
+    """A strategy's field_set remembering the last two objects (by identity, holding them):
+    a watch event (its object, and its previous state) is matched by every watcher in turn."""
 
-    __slots__ = ("_fields", "_obj", "strategy")
+    __slots__ = ("_entries", "strategy")
 
     def __init__(self, strategy: Strategy) -> None:
         self.strategy = strategy
-        self._obj: RawObject | None = None
-        self._fields: dict[str, str] = {}
+        self._entries: list[tuple[RawObject, dict[str, str]]] = []
 
     def __call__(self, obj: RawObject) -> dict[str, str]:
-        if obj is not self._obj:
-            self._fields = self.strategy.field_set(obj)
-            self._obj = obj
-        return self._fields
+        for seen, fields in self._entries:
+            if seen is obj:
+                return fields
+        fields = self.strategy.field_set(obj)
+        self._entries = [(obj, fields), *self._entries[:1]]
+        return fields
 
 
 class NamespaceCache:

@@ -111,6 +111,8 @@ class Subscriber:
     closed: WatchClosed | None = None
     last_revision: int = 0
     """The revision of the last event handed out."""
+    sink: Callable[[CachedEvent], bool] | None = None
+    """Takes events as they come (a live HTTP stream); False means "queue it for now"."""
     seen_revision: int = 0
     """The revision of the last event offered to this subscriber (matching or not)."""
 
@@ -128,6 +130,9 @@ class Subscriber:
             self.seen_revision = ev.revision
         seen = self.filter.apply(ev)
         if seen is None:
+            return
+        if self.sink is not None and not self.pending and self.sink(seen):
+            self.last_revision = seen.revision
             return
         if len(self.pending) >= SUBSCRIBER_BACKLOG_LIMIT:
             self.close(
