@@ -124,7 +124,10 @@ def start_eagerly(awaitable: Awaitable[None]) -> asyncio.Future[None] | None:
         first = steps.send(None)
     except StopIteration:
         return None
-    return asyncio.ensure_future(_Resumed(steps, first))
+    rest = asyncio.ensure_future(_Resumed(steps, first))
+    # A task cancelled before its first step never enters _Resumed: close the work here.
+    rest.add_done_callback(lambda done: steps.close() if done.cancelled() else None)
+    return rest
 
 
 class WatchResponse(Response):
