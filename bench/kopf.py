@@ -71,6 +71,7 @@ CRD: dict[str, Any] = {
         ],
     },
 }
+# Async handlers: kopf runs sync ones in a thread pool (a thread hop per handler).
 OPERATOR = f'''
 import kopf
 
@@ -80,11 +81,11 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.watching.server_timeout = 600
 
 @kopf.on.create("{GROUP}", "{PLURAL}")
-def ping_created(patch, **_):
+async def ping_created(patch, **_):
     patch.status["created"] = "handled"
 
 @kopf.on.update("{GROUP}", "{PLURAL}", field="spec")
-def ping_updated(spec, patch, **_):
+async def ping_updated(spec, patch, **_):
     patch.status["updated"] = str(spec.get("n"))
 '''
 BASE = f"/apis/{GROUP}/v1/namespaces/default/{PLURAL}"
