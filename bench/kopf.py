@@ -300,22 +300,25 @@ async def main(report: Any) -> None:
     """Entry for ``python -m bench`` (bench/report.py's Report)."""
     figures = await asyncio.to_thread(measure)
     s = summary(figures)
-    add = getattr(report, "add", None)
-    if callable(add):
-        baseline = s["baseline: create -> its own ADDED event"]
-        for name in (
-            "create -> kopf on.create patch seen on a watch",
-            "update -> kopf on.update patch seen on a watch",
-        ):
-            add(
-                section="kopf handler latency (1,000 objects, one at a time)",
-                name=name,
-                value=f"p50 {s[name]['p50_ms']} ms, p99 {s[name]['p99_ms']} ms",
-                baseline=(
-                    f"p50 {baseline['p50_ms']} ms, p99 {baseline['p99_ms']} ms (create -> ADDED)"
-                ),
-                target="p50 <= 20 ms, p99 <= 100 ms",
-            )
+    baseline = s["baseline: create -> its own ADDED event"]
+    section = report.section(
+        "kopf handler latency",
+        note=f"{OBJECTS:,} objects of a custom kind, one at a time; apiserver (SQLite), "
+        "an unmodified `kopf run` and the client are three processes.",
+    )
+    for name in (
+        "create -> kopf on.create patch seen on a watch",
+        "update -> kopf on.update patch seen on a watch",
+    ):
+        p50, p99 = s[name]["p50_ms"], s[name]["p99_ms"]
+        section.row(
+            name,
+            f"p50 {p50} ms, p99 {p99} ms",
+            target="p50 <= 20 ms, p99 <= 100 ms",
+            baseline=f"create -> its ADDED event: p50 {baseline['p50_ms']} ms, "
+            f"p99 {baseline['p99_ms']} ms",
+            ok=p50 <= 20 and p99 <= 100,
+        )
     print(json.dumps(s, indent=2))
 
 
