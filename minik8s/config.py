@@ -74,8 +74,7 @@ def load_kubeconfig(path: Path | str | None = None) -> ClusterConfig:
         doc = yaml.safe_load(source.read_text()) or {}
     except FileNotFoundError:
         raise KubeconfigError(
-            f"no kubeconfig at {source}: start a cluster with 'minik8s up' "
-            "or pass --kubeconfig"
+            f"no kubeconfig at {source}: start a cluster with 'minik8s up' or pass --kubeconfig"
         ) from None
     except yaml.YAMLError as exc:
         raise KubeconfigError(f"kubeconfig {source} is not valid YAML: {exc}") from None
@@ -96,7 +95,9 @@ def load_kubeconfig(path: Path | str | None = None) -> ClusterConfig:
         user = named("users", context["user"]).get("user") or {}
     server = cluster.get("server")
     if not server:
-        raise KubeconfigError(f"kubeconfig {source}: cluster {context.get('cluster')!r} has no server")
+        raise KubeconfigError(
+            f"kubeconfig {source}: cluster {context.get('cluster')!r} has no server"
+        )
     return ClusterConfig(
         server=str(server).rstrip("/"),
         namespace=context.get("namespace") or "default",
