@@ -132,36 +132,50 @@ def plan(
         addresses = touched.addresses
 
     upserts: list[Op] = []
-    destination_ops: list[Op] = []
+    destination_ops: list[tuple[VirtualServer, list[Op]]] = []
     deletes: list[Op] = []
-    for vs in sorted(virtual_servers):
-        if not owns(vs.address):
-            continue
+    for vs in virtual_servers:
         want = desired.services.get(vs)
         have = actual.services.get(vs)
+        if want == have or not owns(vs.address):
+            continue  # the common case of a full resync: nothing to do, nothing to check
         if want is None:
-            if have is not None:
-                deletes.append(DeleteService(vs))
+            deletes.append(DeleteService(vs))
             continue
         if have is None:
             upserts.append(AddService(vs, want.spec))
             have = Service(want.spec)
         elif have.spec != want.spec:
             upserts.append(EditService(vs, want.spec))
-        destination_ops.extend(_destination_ops(vs, want, have))
+        if want.destinations != have.destinations:
+            destination_ops.append((vs, _destination_ops(vs, want, have)))
 
     binds: list[Op] = []
     unbinds: list[Op] = []
-    for address in sorted(addresses):
-        if not owns(address):
-            continue
+    for address in addresses:
         wanted = address in desired.addresses
-        bound = address in actual.addresses
-        if wanted and not bound:
+        if wanted == (address in actual.addresses) or not owns(address):
+            continue
+        if wanted:
             binds.append(BindAddress(address))
-        elif bound and not wanted:
+        else:
             unbinds.append(UnbindAddress(address))
-    return upserts + destination_ops + binds + deletes + unbinds
+    # Sorted, so that a plan is deterministic (and readable in --dry-run).
+    upserts.sort(key=_vs_of)
+    destination_ops.sort(key=lambda pair: pair[0])
+    deletes.sort(key=_vs_of)
+    binds.sort(key=_address_of)
+    unbinds.sort(key=_address_of)
+    flat = [op for _, ops in destination_ops for op in ops]
+    return upserts + flat + binds + deletes + unbinds
+
+
+def _vs_of(op: Op) -> VirtualServer:
+    return op.vs  # type: ignore[union-attr]
+
+
+def _address_of(op: Op) -> str:
+    return op.address  # type: ignore[union-attr]
 
 
 def _destination_ops(vs: VirtualServer, want: Service, have: Service) -> list[Op]:

@@ -9,7 +9,7 @@ operations (:mod:`proxy.plan`'s ``Op``) apply to a backend and, through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Protocol = Literal["TCP", "UDP", "SCTP"]
 Forwarding = Literal["masq", "local", "tunnel", "route", "bypass"]
@@ -17,9 +17,11 @@ Forwarding = Literal["masq", "local", "tunnel", "route", "bypass"]
 PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class VirtualServer:
-    """An IPVS service's identity: ``address:port/protocol``."""
+class VirtualServer(NamedTuple):
+    """An IPVS service's identity: ``address:port/protocol``.
+
+    The small value types are named tuples: hashed, compared and sorted in C, which a
+    full resync over 10,000 services does 10,000s of times."""
 
     address: str
     port: int
@@ -29,8 +31,7 @@ class VirtualServer:
         return f"{self.address}:{self.port}/{self.protocol}"
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceSpec:
+class ServiceSpec(NamedTuple):
     """What may be edited in place: scheduler and ClientIP persistence (0 = none)."""
 
     scheduler: str = "rr"
@@ -42,8 +43,7 @@ class ServiceSpec:
         return self.scheduler
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class RealServer:
+class RealServer(NamedTuple):
     """A destination's identity: ``address:port``."""
 
     address: str
@@ -53,8 +53,7 @@ class RealServer:
         return f"{self.address}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class DestinationSpec:
+class DestinationSpec(NamedTuple):
     weight: int = 1
     forwarding: Forwarding = "masq"
 
