@@ -376,3 +376,19 @@ def test_openapi_v3_serves_the_crd_schema_at_once(http: httpx.Client, group: str
     ]
     assert widget_schema["properties"]["spec"]["properties"]["size"]["type"] == "integer"
     assert any(path.endswith("/widgets/{name}") for path in document["paths"])
+
+
+def test_an_updated_crd_schema_applies_to_the_next_write(http: httpx.Client, group: str) -> None:
+    crd = http.get(f"{CRDS}/widgets.{group}").json()
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec_schema["properties"]["shape"] = {"type": "string", "default": "round"}
+    spec_schema["properties"]["size"]["maximum"] = 5
+    resp = http.put(f"{CRDS}/widgets.{group}", json=crd)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["metadata"]["generation"] == 2
+    created = http.post(widgets(group), json=widget("shaped", group, size=2))
+    assert created.status_code == 201, created.text
+    assert created.json()["spec"]["shape"] == "round"
+    too_big = http.post(widgets(group), json=widget("big", group, size=6))
+    assert too_big.status_code == 422, too_big.text
+    assert "should be less than or equal to 5" in too_big.json()["message"]
