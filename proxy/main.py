@@ -114,8 +114,19 @@ def _serve(api: ApiClient, config: ProxyConfig, args: argparse.Namespace) -> int
         from prometheus_client import start_http_server
 
         host, _, port = args.metrics_bind_address.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
-        logger.info("serving metrics on http://%s/metrics", args.metrics_bind_address)
+        try:
+            server, _ = start_http_server(
+                int(port), addr=host or "127.0.0.1", registry=metrics.registry
+            )
+        except (OSError, ValueError) as exc:
+            logger.warning(
+                "not serving metrics on %s (%s); pick another --metrics-bind-address",
+                args.metrics_bind_address,
+                exc,
+            )
+        else:
+            bound_host, bound_port = server.server_address[:2]
+            logger.info("serving metrics on http://%s:%s/metrics", bound_host, bound_port)
     runner = ProxyRunner(
         api,
         KernelBackend,

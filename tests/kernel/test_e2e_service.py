@@ -43,6 +43,10 @@ class Cluster:
     def proxy_tail(self, lines: int = 80) -> str:
         return "\n".join(self.proxy_log.read_text(errors="replace").splitlines()[-lines:])
 
+    def metrics_url(self) -> str | None:
+        found = re.search(r"serving metrics on (http://\S+/metrics)", self.proxy_log.read_text())
+        return found.group(1) if found else None
+
 
 @contextlib.contextmanager
 def running_proxy(kubeconfig: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
@@ -62,7 +66,7 @@ def running_proxy(kubeconfig: Path) -> Iterator[tuple[subprocess.Popen[bytes], P
         "--sync-period",
         "2",
         "--metrics-bind-address",
-        "",
+        "127.0.0.1:0",
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -135,6 +139,11 @@ def ipvs_destinations(address: str, port: int) -> set[str] | None:
     if not re.search(rf"^-A -t {re.escape(vip)} ", out, re.M):
         return None
     return set(re.findall(rf"^-a -t {re.escape(vip)} -r (\S+) -m", out, re.M))
+
+
+def metric(text: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 async def shell(*argv: str) -> None:
@@ -257,6 +266,13 @@ async def test_cluster_ip_reaches_ready_pods_round_robin_until_the_service_goes(
         assert await hello(vip, 80) is None
         for name in ("hello-1", "hello-2"):
             await api.delete("v1", "pods", name, "default")
+
+    # Each sync was timed; each endpoint change, from its trigger time to programmed.
+    url = await eventually(cluster.metrics_url, "the proxy's metrics address", cluster)
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(url)).text
+    assert metric(text, "kubeproxy_sync_proxy_rules_duration_seconds_count") >= 3
+    assert metric(text, "kubeproxy_network_programming_duration_seconds_count") >= 1
 
 
 async def test_a_rule_deleted_by_hand_comes_back_at_the_next_resync(
