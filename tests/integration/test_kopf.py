@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -553,4 +554,39 @@ def test_kopf_keeps_running_when_its_crd_is_deleted_and_created_again(
         assert http.post(CRDS, json=crd).status_code == 201
         assert http.post(path, json=transient("second")).status_code == 201
         wait_for(lambda: journal.has("create", "second"), what="the handler after re-creation")
+    assert runner.exception is None
+
+
+def test_kopf_in_one_namespace_with_namespaced_peering(http: httpx.Client) -> None:
+    root = Path(__file__).resolve().parents[2]
+    for doc in yaml.safe_load_all((root / "crds" / "kopf-peering.yaml").read_text()):
+        resp = http.post(CRDS, json=doc)
+        assert resp.status_code in (201, 409), resp.text
+    peering = "/apis/kopf.dev/v1/namespaces/default/kopfpeerings"
+    body = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "default"}}
+    resp = http.post(peering, json=body)
+    assert resp.status_code in (201, 409), resp.text
+    other = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}}
+    assert http.post("/api/v1/namespaces", json=other).status_code in (201, 409)
+
+    journal = Journal()
+    runner = KopfRunner(
+        ["run", "-n", "default", "--verbose", "--peering=default"],
+        registry=widget_operator(journal),
+        settings=fast_settings(),
+        timeout=30,
+    )
+    with runner:
+        wait_for(
+            lambda: len(http.get(f"{peering}/default").json().get("status") or {}) == 1,
+            what="the operator in the namespaced peering object",
+        )
+        here, there = unique("here"), unique("there")
+        assert http.post(BASE, json=widget(here)).status_code == 201
+        elsewhere = f"/apis/{GROUP}/v1/namespaces/elsewhere/{PLURAL}"
+        assert http.post(elsewhere, json=widget(there)).status_code == 201
+        wait_for(lambda: journal.has("create", here), what="the handler in its namespace")
+        assert http.delete(f"{BASE}/{here}").status_code in (200, 202)
+        wait_for(lambda: get(http, here) is None, what="the widget to be gone")
+        assert not journal.has("create", there)
     assert runner.exception is None
