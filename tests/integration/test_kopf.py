@@ -150,9 +150,10 @@ def widget_operator(journal: Journal) -> SmartOperatorRegistry:
         return {str(spec.get("color", "")): name}
 
     @kopf.timer(GROUP, PLURAL, interval=0.2, id="widget_ticked", registry=registry)
-    def widget_ticked(name: str, widgets_by_color: kopf.Index[str, str], **_: Any) -> None:
+    def widget_ticked(name: str, **kwargs: Any) -> None:
+        index: kopf.Index[str, str] = kwargs["widgets_by_color"]  # indexes come by their id
         journal.add("timer", name)
-        journal.snapshots["index"] = {k: list(v) for k, v in widgets_by_color.items()}
+        journal.snapshots["index"] = {k: list(v) for k, v in index.items()}
 
     @kopf.daemon(GROUP, PLURAL, cancellation_timeout=5, id="widget_watched", registry=registry)
     async def widget_watched(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
