@@ -664,15 +664,16 @@ class WebhookAdmission:
         try:
             if not webhook.url:
                 raise ReviewError("the webhook has no URL")
-            response = await self._client(webhook.ca_bundle).post(
-                webhook.url, json=review, timeout=timeout
-            )
+            async with asyncio.timeout(timeout):  # the whole call, as upstream's deadline
+                response = await self._client(webhook.ca_bundle).post(
+                    webhook.url, json=review, timeout=timeout
+                )
             if response.status_code != 200:
                 raise ReviewError(
                     f"the server responded with HTTP {response.status_code}: {response.text[:200]}"
                 )
             verdict = read_verdict(response.json(), uid)
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             detail = (
                 f'failed to call webhook: Post "{webhook.url}": '
                 f"context deadline exceeded ({timeout}s)"

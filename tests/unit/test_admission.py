@@ -383,3 +383,23 @@ async def test_mutating_webhooks_run_in_configuration_name_order() -> None:
     mutated = await admission.mutate("CREATE", SERVICES, svc(), None, "default", "web", False)
     assert mutated is not None and mutated["spec"]["order"] == "first"
     await admission.close()
+
+
+async def test_the_timeout_bounds_the_whole_call() -> None:
+    import asyncio
+    import time
+
+    async def stall(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200, json={})
+
+    admission = WebhookAdmission(transport=httpx.MockTransport(stall))
+    admission.set_configuration(
+        "validating", config("v", hook("stall.example.com.x", timeoutSeconds=1))
+    )
+    started = time.monotonic()
+    with pytest.raises(AdmissionDenied) as caught:
+        await admission.validate("CREATE", SERVICES, svc(), None, "default", "web", False)
+    assert time.monotonic() - started < 2
+    assert "context deadline exceeded (1s)" in caught.value.message
+    await admission.close()
