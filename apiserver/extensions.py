@@ -42,12 +42,15 @@ class Extensions:
             await self.webhooks.close()
 
     async def _namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        """For namespaceSelector: the registry's namespace cache, else the store."""
+        obj = self.registry.namespaces.get(namespace)
         resource = self.registry.index.lookup("", "v1", "namespaces")
-        if resource is None:
-            return {}
-        try:
-            obj = await self.registry.storage.get(self.registry.key(resource, None, namespace))
-        except NotFound:
+        if obj is None and resource is not None:
+            try:
+                obj = await self.registry.storage.get(self.registry.key(resource, None, namespace))
+            except NotFound:
+                return {}
+        if obj is None:
             return {}
         labels = (obj.get("metadata") or {}).get("labels")
         return labels if isinstance(labels, dict) else {}
