@@ -47,11 +47,19 @@ async def list_once(storage: Storage, prefix: str, resync: OnResync) -> int:
 async def follow(
     storage: Storage, prefix: str, since: int, on_event: OnEvent, resync: OnResync
 ) -> None:
-    """Follow changes under ``prefix`` after revision ``since`` until the store closes."""
+    """Follow changes under ``prefix`` after revision ``since`` until the store closes.
+
+    A compacted revision means listing again; a store error means waiting (backing off),
+    listing again and watching from there.
+    """
     failures = 0
     revision = since
+    relist = False
     while True:
         try:
+            if relist:
+                revision = await list_once(storage, prefix, resync)
+                relist = False
             async for event in storage.watch(prefix, since=revision):
                 await _deliver(on_event, event.type, event.obj, prefix)
                 revision = event.revision
@@ -59,13 +67,10 @@ async def follow(
             return
         except Compacted:
             logger.info("watch of %s fell behind compaction; listing again", prefix)
-            revision = await list_once(storage, prefix, resync)
+            relist = True
         except StorageError as exc:
             delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
             failures += 1
             logger.warning("watch of %s failed (%s); retrying in %.1fs", prefix, exc, delay)
+            relist = True
             await asyncio.sleep(delay)
-            try:
-                revision = await list_once(storage, prefix, resync)
-            except StorageError as again:
-                logger.warning("list of %s failed too (%s); will retry", prefix, again)
