@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from minik8s.client import ApiClient, ClientError
+
+    if not getattr(args, "verbose", False):
+        # One line per watch request is noise at INFO; our own logs say what happened.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     from minik8s.config import KubeconfigError
     from proxy.desired import ProxyConfig
 
