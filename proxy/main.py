@@ -160,4 +160,7 @@ def _serve(api: ApiClient, config: ProxyConfig, args: argparse.Namespace) -> int
         asyncio.run(main())
     except asyncio.CancelledError:
         logger.info("proxy stopped")
+    except IpvsError as exc:
+        print(f"minik8s proxy: {exc}", file=sys.stderr)
+        return 1
     return 0

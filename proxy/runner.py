@@ -93,6 +93,12 @@ class ProxyRunner:
                 group.create_task(self._watch(*SERVICES, "services"))
                 group.create_task(self._watch(*ENDPOINT_SLICES, "endpointslices"))
                 group.create_task(self._sync_loop())
+        except BaseExceptionGroup as group:
+            # One task failed (the API refused a list, say): raise that error itself,
+            # so that callers can tell it from the others.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         finally:
             await self._close_backend()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from minik8s.client import SYNCED, RawObject, WatchEvent
+from minik8s.client import SYNCED, NotFound, RawObject, WatchEvent
 from proxy.desired import ProxyConfig
 from proxy.fake import FakeBackend
 from proxy.ipvs import IpvsError
@@ -229,3 +229,17 @@ async def test_sync_and_network_programming_durations_are_observed() -> None:
         )
     assert sample(runner, "kubeproxy_network_programming_duration_seconds_sum") >= 2.0
     assert sample(runner, "kubeproxy_sync_proxy_rules_duration_seconds_count") >= 2
+
+
+class RefusingSource(EventSource):
+    async def list_watch(self, api_version: str, plural: str) -> AsyncIterator[WatchEvent]:
+        if plural == "endpointslices":
+            raise NotFound({"code": 404, "reason": "NotFound", "message": "no endpointslices"})
+        async for event in super().list_watch(api_version, plural):
+            yield event
+
+
+async def test_an_api_refusal_ends_the_runner_with_that_error_itself() -> None:
+    runner = ProxyRunner(RefusingSource(), FakeBackend, CONFIG)
+    with pytest.raises(NotFound):
+        await runner.run()
