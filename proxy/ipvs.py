@@ -17,10 +17,11 @@ import logging
 import os
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pyroute2 import IPVS, IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -328,6 +329,25 @@ class IpvsSocket:
 # --------------------------------------------------------------------------- the kernel
 
 
+def _open_ipvs() -> Any:
+    """pyroute2's IPVS socket; when the family is missing, load ip_vs once and retry
+    (kube-proxy loads its modules too; without modprobe or the module, the first error
+    stands)."""
+    try:
+        return IPVS()
+    except NetlinkError as exc:
+        if exc.code != errno.ENOENT:
+            raise
+        try:
+            loaded = subprocess.run(["modprobe", "-q", "ip_vs"], capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            raise exc from None
+        if loaded.returncode != 0:
+            raise exc from None
+        logger.info("loaded the ip_vs kernel module")
+        return IPVS()
+
+
 class KernelBackend:
     """IPVS in the running kernel, over netlink."""
 
@@ -335,7 +355,7 @@ class KernelBackend:
         self.interface = interface
         self._sysctl_root = sysctl_root
         try:
-            probe = IPVS()
+            probe = _open_ipvs()
         except NetlinkError as exc:
             if exc.code == errno.ENOENT:
                 raise IpvsUnavailable(

@@ -221,3 +221,19 @@ def test_a_scheduler_name_too_long_for_the_kernel_is_invalid(backend: IpvsBacken
     with pytest.raises(IpvsError) as info:
         backend.add_service(VS, ServiceSpec("a-scheduler-name-too-long"))
     assert errno_of(info) == errno.EINVAL
+
+
+def test_ipv6_services_and_destinations_read_back(backend: IpvsBackend) -> None:
+    vs6 = VirtualServer("fd00::10", 80, "TCP")
+    rs6 = RealServer("fd00:2::5", 8080)
+    try:
+        backend.add_service(vs6, ServiceSpec("rr", 60))
+    except IpvsError as exc:
+        if exc.errno == errno.EAFNOSUPPORT:
+            pytest.skip("this kernel's IPVS has no IPv6 (CONFIG_IP_VS_IPV6)")
+        raise
+    backend.add_destination(vs6, rs6, MASQ)
+    assert backend.read_state().services[vs6] == Service(ServiceSpec("rr", 60), {rs6: MASQ})
+    backend.delete_destination(vs6, rs6)
+    backend.delete_service(vs6)
+    assert vs6 not in backend.read_state().services
