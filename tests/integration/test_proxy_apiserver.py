@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -121,6 +123,36 @@ async def test_dry_run_prints_the_plan_and_changes_nothing(
     assert "add service 10.96.0.10:80/TCP (rr)" in lines
     assert "add destination 10.2.16.5:12345 to 10.96.0.10:80/TCP (masq weight 1)" in lines
     assert "bind 10.96.0.10/32 on kube-ipvs0" in lines
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to nobody"
+)
+async def test_dry_run_works_without_root(api: ApiClient, apiserver: RunningApiserver) -> None:
+    await api.create("v1", "services", service(), "default")
+    result = await asyncio.to_thread(dry_run_as_nobody, apiserver.kubeconfig)
+    assert result.returncode == 0, result.stderr
+    assert "add service 10.96.0.10:80/TCP (rr)" in result.stdout.splitlines()
+
+
+def dry_run_as_nobody(kubeconfig: Path) -> subprocess.CompletedProcess[str]:
+    shared = Path(tempfile.mkdtemp(prefix="proxy-dry-run-"))
+    try:
+        shared.chmod(0o755)
+        readable = shared / "kubeconfig"
+        shutil.copy(kubeconfig, readable)
+        readable.chmod(0o644)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        command = ["-m", "minik8s", "proxy", "--kubeconfig", str(readable), "--dry-run"]
+        return subprocess.run(
+            [*nobody, sys.executable, *command],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(shared)
 
 
 @pytest.mark.skipif(os.path.exists("/proc/net/ip_vs"), reason="this kernel has IPVS")
