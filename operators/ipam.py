@@ -199,6 +199,51 @@ def count_in_range(net: Network, used: Iterable[str]) -> int:
     return n
 
 
+# -- what is claimed, as last seen (a hint) ------------------------------------------
+
+
+class ClaimHints(Collection[str]):
+    """IPAddress names -> their parent Service, as a watch last reported them.
+
+    A hint only: it lets allocation skip taken addresses without a round trip and tells
+    whether a Service already has a claim in flight; the create decides.
+    """
+
+    def __init__(self) -> None:
+        self._parents: dict[str, ParentRef | None] = {}
+        self._by_parent: dict[ParentRef, set[str]] = {}
+
+    def add(self, name: str, parent: ParentRef | None) -> None:
+        self.remove(name)
+        self._parents[name] = parent
+        if parent is not None:
+            self._by_parent.setdefault(parent, set()).add(name)
+
+    def remove(self, name: str) -> None:
+        parent = self._parents.pop(name, None)
+        if parent is not None:
+            names = self._by_parent.get(parent)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._by_parent[parent]
+
+    def parent(self, name: str) -> ParentRef | None:
+        return self._parents.get(name)
+
+    def claims_of(self, parent: ParentRef) -> set[str]:
+        return set(self._by_parent.get(parent, ()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._parents
+
+    def __len__(self) -> int:
+        return len(self._parents)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parents)
+
+
 # -- claiming (through the ClaimApi seam) ---------------------------------------------
 
 

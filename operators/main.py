@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_WEBHOOK_CONFIG = "minik8s-operators.minik8s.io"
 DEFAULT_SWEEP_INTERVAL = 30.0
 DEFAULT_CLAIM_GRACE = 60.0
+CONTROLLERS = ("services", "endpoints")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class OperatorOptions:
     peering: str | None = None
     sweep_interval: float = DEFAULT_SWEEP_INTERVAL
     claim_grace: float = DEFAULT_CLAIM_GRACE
+    controllers: frozenset[str] = frozenset(CONTROLLERS)
     verbose: bool = False
 
 
@@ -74,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--peering", metavar="NAME", help="coordinate with other replicas via kopf peering NAME"
     )
     parser.add_argument(
+        "--controllers",
+        default=",".join(CONTROLLERS),
+        help="which operators to run: services (ClusterIPs), endpoints, or both (default)",
+    )
+    parser.add_argument(
         "--sweep-interval",
         type=float,
         default=DEFAULT_SWEEP_INTERVAL,
@@ -99,15 +106,30 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
         peering=args.peering,
         sweep_interval=args.sweep_interval,
         claim_grace=args.claim_grace,
+        controllers=parse_controllers(args.controllers),
         verbose=bool(getattr(args, "verbose", False)),
     )
+
+
+def parse_controllers(text: str) -> frozenset[str]:
+    chosen = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = chosen - set(CONTROLLERS)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"--controllers {text!r}: choose from {', '.join(CONTROLLERS)} (comma-separated)"
+        )
+    return chosen
 
 
 def run(args: argparse.Namespace) -> int:
     from minik8s.config import KubeconfigError
     from operators.ipam import InvalidServiceCIDR
 
-    options = options_from_args(args)
+    try:
+        options = options_from_args(args)
+    except argparse.ArgumentTypeError as exc:
+        logger.error("%s", exc)
+        return 2
     try:
         asyncio.run(serve(options))
     except (KubeconfigError, InvalidServiceCIDR) as exc:
@@ -148,7 +170,7 @@ async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) ->
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        if options.webhook:
+        if webhook:
             settings.admission.server = kopf.WebhookServer(
                 addr=options.webhook_host,
                 port=options.webhook_port or None,
@@ -162,22 +184,29 @@ async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) ->
 
     api = ApiClient.from_kubeconfig(resolve_kubeconfig_path(options.kubeconfig))
     allocator = service_operator.ServiceAllocator(api, network)
-    service_operator.register(registry, allocator, webhook=options.webhook)
-    endpoint_operator.register(registry, endpoint_operator.EndpointReconciler(api))
+    webhook = options.webhook and "services" in options.controllers
+    if "services" in options.controllers:
+        service_operator.register(registry, allocator, webhook=webhook)
+    if "endpoints" in options.controllers:
+        endpoint_operator.register(registry, endpoint_operator.EndpointReconciler(api))
     sweeper = service_operator.Sweeper(
         allocator, interval=options.sweep_interval, grace=options.claim_grace
     )
 
     ready_flag = asyncio.Event()
     logger.info(
-        "operators starting against %s: ClusterIPs from %s, webhook %s",
+        "operators (%s) starting against %s: ClusterIPs from %s, webhook %s",
+        ", ".join(sorted(options.controllers)),
         cluster.server,
         network,
-        f"{options.webhook_host} ({options.webhook_config})" if options.webhook else "off",
+        f"{options.webhook_host} ({options.webhook_config})" if webhook else "off",
     )
-    sweep_task = asyncio.create_task(sweeper.run(), name="clusterip-sweeper")
+    sweep_task = asyncio.create_task(
+        sweeper.run() if "services" in options.controllers else asyncio.sleep(0),
+        name="clusterip-sweeper",
+    )
     ready_task = asyncio.create_task(
-        _relay(ready_flag, ready, api, options.webhook_config if options.webhook else None),
+        _relay(ready_flag, ready, api, options.webhook_config if webhook else None),
         name="operators-ready",
     )
     try:

@@ -28,7 +28,7 @@ from typing import Any
 
 import kopf
 
-from minik8s.client import ApiClient, ClientError, Invalid, NotFound
+from minik8s.client import ApiClient, ClientError, Conflict, Invalid, NotFound
 from operators import ipam
 from operators.events import post_event
 from operators.ipam import ParentRef
@@ -52,8 +52,7 @@ class ServiceAllocator:
         self.claims = ipam.ApiClaims(api)
         self.network = network
         self.known_claims: set[str] = set()  # claims this process made or confirmed
-        # every IPAddress name -> its parent, from a watch: a hint only (create decides)
-        self.in_use: dict[str, ParentRef | None] = {}
+        self.in_use = ipam.ClaimHints()  # every IPAddress, from a watch
 
     async def admit(self, namespace: str, name: str, spec: Mapping[str, Any]) -> list[str]:
         """The ClusterIPs for a Service about to be created ([] = leave it alone)."""
@@ -66,7 +65,7 @@ class ServiceAllocator:
         else:
             ip = await ipam.claim_any(self.claims, self.network, parent, in_use=self.in_use)
         self.known_claims.add(str(ip))
-        self.in_use[str(ip)] = parent
+        self.in_use.add(str(ip), parent)
         logger.info("allocated ClusterIP %s to %s", ip, parent)
         return [str(ip)]
 
@@ -79,11 +78,16 @@ class ServiceAllocator:
         parent = ParentRef(meta.get("namespace") or "default", meta["name"])
         current = spec.get("clusterIP")
         if current:
-            if current not in self.known_claims and self.in_use.get(current) != parent:
-                await self._claim_held(body, parent, current)
+            if current not in self.known_claims and self.in_use.parent(current) != parent:
+                await self.claim_held(body, parent, current)
+            return
+        if self.in_use.claims_of(parent):
+            # a claim for it is in flight (another replica, or a webhook whose create
+            # failed): its owner writes it, or the sweep frees it and the repair retries
+            logger.debug("%s has a ClusterIP claim in flight; not claiming another", parent)
             return
         ip = await ipam.claim_any(self.claims, self.network, parent, in_use=self.in_use)
-        self.in_use[str(ip)] = parent
+        self.in_use.add(str(ip), parent)
         patch = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
             {"op": "add", "path": "/spec/clusterIP", "value": str(ip)},
@@ -93,20 +97,20 @@ class ServiceAllocator:
             await self.api.patch(
                 "v1", "services", parent.name, patch, parent.namespace, patch_type="json"
             )
-        except ClientError as exc:
+        except (Invalid, NotFound, Conflict) as exc:
             # changed (another replica assigned one, the user edited it) or gone: the
-            # next event brings the new state; never keep an address nobody holds (if
-            # this release fails too, the sweep deletes the claim)
+            # write certainly did not happen, so the claim goes (if this release fails,
+            # the sweep deletes it); the next event brings the new state
+            logger.debug("%s changed before its ClusterIP was written: %s", parent, exc)
             with contextlib.suppress(ClientError):
                 await ipam.release(self.claims, str(ip), parent)
-            if isinstance(exc, Invalid | NotFound):
-                logger.debug("%s changed before its ClusterIP was written: %s", parent, exc)
-                return
-            raise
+            return
+        # any other failure (a timeout, a 5xx) may have written it: the claim stays, and
+        # the sweep frees it if the Service does not hold it
         self.known_claims.add(str(ip))
         logger.info("allocated ClusterIP %s to stored Service %s", ip, parent)
 
-    async def _claim_held(self, body: Mapping[str, Any], parent: ParentRef, ip: str) -> None:
+    async def claim_held(self, body: Mapping[str, Any], parent: ParentRef, ip: str) -> None:
         try:
             await ipam.claim_requested(self.claims, self.network, ip, parent)
         except ipam.IpamError as exc:
@@ -143,6 +147,8 @@ class Sweeper:
         swept: list[str] = []
         for claim in orphans:
             meta = claim["metadata"]
+            if await self._held_now(claim):
+                continue
             if await self.allocator.claims.delete_claim(meta["name"], uid=meta.get("uid")):
                 swept.append(meta["name"])
                 self.allocator.known_claims.discard(meta["name"])
@@ -151,17 +157,34 @@ class Sweeper:
                     meta["name"],
                     ipam.parent_of(claim),
                 )
-        await self._repair(services)
+        await self._repair(services, {c["metadata"]["name"] for c in claims})
         return swept
 
-    async def _repair(self, services: list[dict[str, Any]]) -> None:
+    async def _held_now(self, claim: Mapping[str, Any]) -> bool:
+        """A last look at the claim's Service (a write may have landed since the list)."""
+        parent = ipam.parent_of(claim)
+        if parent is None:
+            return False
+        try:
+            svc = await self.allocator.api.get("v1", "services", parent.name, parent.namespace)
+        except NotFound:
+            return False
+        return claim["metadata"]["name"] in ipam.service_addresses(svc)
+
+    async def _repair(self, services: list[dict[str, Any]], claimed: set[str]) -> None:
         """Allocate to Services seen without an address at two sweeps in a row (an event
-        whose handling failed is not redelivered by kopf)."""
+        whose handling failed is not redelivered by kopf), and claim addresses Services
+        hold without a claim (stored while no operator ran)."""
         unallocated = {}
         for svc in services:
             spec, meta = svc.get("spec") or {}, svc.get("metadata") or {}
-            if not spec.get("clusterIP") and needs_cluster_ip(spec) and meta.get("uid"):
+            if not needs_cluster_ip(spec) or not meta.get("uid"):
+                continue
+            if not spec.get("clusterIP"):
                 unallocated[meta["uid"]] = svc
+            elif spec["clusterIP"] not in claimed:
+                parent = ParentRef(meta.get("namespace") or "default", meta.get("name") or "")
+                await self.allocator.claim_held(svc, parent, spec["clusterIP"])
         for uid in sorted(self._unallocated & unallocated.keys()):
             try:
                 await self.allocator.allocate_stored(unallocated[uid])
@@ -219,10 +242,10 @@ def register(
         if not name:
             return
         if type == "DELETED":
-            allocator.in_use.pop(name, None)
+            allocator.in_use.remove(name)
             allocator.known_claims.discard(name)
         else:
-            allocator.in_use[name] = ipam.parent_of(body)
+            allocator.in_use.add(name, ipam.parent_of(body))
 
     @kopf.on.event("v1", "services", id="allocate_stored_cluster_ip", registry=registry)
     async def allocate_stored_cluster_ip(body: kopf.Body, type: str | None, **_: Any) -> None:

@@ -51,7 +51,9 @@ class RunningOperators:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _wait_ready(url: str, op: RunningOperators, webhook_config: str | None) -> None:
+def _wait_ready(
+    url: str, op: RunningOperators, webhook_config: str | None, controllers: set[str]
+) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     name = f"probe-{uuid.uuid4().hex[:8]}"
     created = False
@@ -80,11 +82,17 @@ def _wait_ready(url: str, op: RunningOperators, webhook_config: str | None) -> N
                 if not created:
                     time.sleep(0.05)
                     continue
-            r = http.get(
-                "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
-                params={"labelSelector": f"kubernetes.io/service-name={name}"},
-            )
-            if r.status_code == 200 and r.json().get("items"):
+            ready = True
+            if "services" in controllers:
+                r = http.get(f"/api/v1/namespaces/default/services/{name}")
+                ready = r.status_code == 200 and bool(r.json()["spec"].get("clusterIP"))
+            if ready and "endpoints" in controllers:
+                r = http.get(
+                    "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+                    params={"labelSelector": f"kubernetes.io/service-name={name}"},
+                )
+                ready = r.status_code == 200 and bool(r.json().get("items"))
+            if ready:
                 http.delete(f"/api/v1/namespaces/default/services/{name}")
                 return
             time.sleep(0.05)
@@ -96,7 +104,10 @@ def running_operators(
     kubeconfig: Path, *args: str, url: str, webhook_config: str | None = None
 ) -> Iterator[RunningOperators]:
     """Start ``minik8s operators --kubeconfig K *args`` and wait until it works."""
-    webhook = "--no-webhook" not in args
+    controllers = {"services", "endpoints"}
+    if "--controllers" in args:
+        controllers = set(args[args.index("--controllers") + 1].split(","))
+    webhook = "--no-webhook" not in args and "services" in controllers
     if webhook and webhook_config is None:
         webhook_config = f"operators-{uuid.uuid4().hex[:8]}.minik8s.io"
     cmd = [sys.executable, "-m", "minik8s", "operators", "--kubeconfig", str(kubeconfig), *args]
@@ -110,7 +121,7 @@ def running_operators(
         )
     op = RunningOperators(process, log)
     try:
-        _wait_ready(url, op, webhook_config if webhook else None)
+        _wait_ready(url, op, webhook_config if webhook else None, controllers)
         yield op
     finally:
         op.stop()

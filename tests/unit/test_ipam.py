@@ -212,3 +212,17 @@ def test_sweep_leaves_claims_it_does_not_manage() -> None:
     foreign = _claim("10.96.0.1", WEB, timedelta(hours=1), now)
     foreign["metadata"]["labels"] = {ipam.MANAGED_BY_LABEL: "someone-else"}
     assert ipam.orphaned_claims([foreign], [], now=now, grace=timedelta(seconds=1)) == []
+
+
+def test_claim_hints_track_names_and_parents() -> None:
+    hints = ipam.ClaimHints()
+    hints.add("10.96.0.1", WEB)
+    hints.add("10.96.0.2", WEB)
+    hints.add("10.96.0.3", None)
+    assert "10.96.0.1" in hints and len(hints) == 3
+    assert hints.claims_of(WEB) == {"10.96.0.1", "10.96.0.2"}
+    hints.add("10.96.0.2", OTHER)  # re-parented (deleted and claimed again)
+    assert hints.claims_of(WEB) == {"10.96.0.1"}
+    assert hints.parent("10.96.0.2") == OTHER
+    hints.remove("10.96.0.1")
+    assert hints.claims_of(WEB) == set() and "10.96.0.1" not in hints
