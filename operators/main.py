@@ -153,7 +153,8 @@ async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) ->
     if not options.verbose:
         # kopf logs every handler run at INFO; keep our own outcomes, its warnings
         logging.getLogger("kopf").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    for chatty in ("httpx", "aiohttp.access"):  # one line per request otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     registry = kopf.OperatorRegistry()
 
