@@ -72,7 +72,7 @@ async def disconnect(memo: kopf.Memo, **_: Any) -> None:
 async def render_greeting(
     spec: kopf.Spec,
     name: str,
-    namespace: str,
+    namespace: str | None,
     uid: str,
     body: kopf.Body,
     memo: kopf.Memo,
@@ -80,6 +80,7 @@ async def render_greeting(
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
+    assert namespace is not None  # Greetings are namespaced (crds/greeting.yaml)
     message = render_message(spec)
     config_map = config_map_for(name, namespace, uid, message)
     api: ApiClient = memo.api
@@ -96,7 +97,7 @@ async def render_greeting(
 
 @kopf.on.delete(GROUP, PLURAL)
 async def remove_greeting(
-    name: str, namespace: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    name: str, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
     api: ApiClient = memo.api
     try:
