@@ -344,26 +344,31 @@ def test_kopf_notices_a_crd_created_while_it_runs(
 # --- peering ---------------------------------------------------------------------------
 
 
-def test_two_peered_replicas_only_the_higher_priority_one_handles(
-    http: httpx.Client, kopf_logs: KopfLogs
-) -> None:
-    import pathlib
-
-    root = pathlib.Path(__file__).resolve().parents[2]
+def install_cluster_peering(http: httpx.Client) -> str:
+    """kopf's peering CRDs from crds/ and the "default" ClusterKopfPeering; its URL."""
+    root = Path(__file__).resolve().parents[2]
     for doc in yaml.safe_load_all((root / "crds" / "kopf-peering.yaml").read_text()):
         resp = http.post(CRDS, json=doc)
         assert resp.status_code in (201, 409), resp.text
     peering = "/apis/kopf.dev/v1/clusterkopfpeerings"
-    resp = http.post(
-        peering,
-        json={
-            "apiVersion": "kopf.dev/v1",
-            "kind": "ClusterKopfPeering",
-            "metadata": {"name": "default"},
-        },
-    )
+    body = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "ClusterKopfPeering",
+        "metadata": {"name": "default"},
+    }
+    resp = http.post(peering, json=body)
     assert resp.status_code in (201, 409), resp.text
+    return f"{peering}/default"
 
+
+def peer_count(http: httpx.Client, peering: str) -> int:
+    return len(http.get(peering).json().get("status") or {})
+
+
+def test_two_peered_replicas_only_the_higher_priority_one_handles(
+    http: httpx.Client, kopf_logs: KopfLogs
+) -> None:
+    peering = install_cluster_peering(http)
     low, high = Journal(), Journal()
     low_runner = run_operator(
         widget_operator(low), fast_settings(priority=100), "--peering=default"
@@ -373,8 +378,7 @@ def test_two_peered_replicas_only_the_higher_priority_one_handles(
     )
 
     def peers() -> int:
-        status = http.get(f"{peering}/default").json().get("status") or {}
-        return len(status)
+        return peer_count(http, peering)
 
     # The high-priority replica first; the low one starts paused (until it has seen the
     # peering object) and, seeing a live higher peer there, stays paused.
@@ -591,3 +595,27 @@ def test_kopf_in_one_namespace_with_namespaced_peering(http: httpx.Client) -> No
         wait_for(lambda: get(http, here) is None, what="the widget to be gone")
         assert not journal.has("create", there)
     assert runner.exception is None
+
+
+def test_the_paused_replica_takes_over_when_the_active_one_stops(
+    http: httpx.Client, kopf_logs: KopfLogs
+) -> None:
+    peering = install_cluster_peering(http)
+    low, high = Journal(), Journal()
+    low_runner = run_operator(
+        widget_operator(low), fast_settings(priority=100), "--peering=default"
+    )
+    high_runner = run_operator(
+        widget_operator(high), fast_settings(priority=200), "--peering=default"
+    )
+    with low_runner:
+        with high_runner:
+            wait_for(lambda: peer_count(http, peering) == 2, what="both replicas peered")
+            wait_for(lambda: kopf_logs.paused(low_runner), what="the low replica to pause")
+        # The active replica left the peering object on its way out; the other resumes.
+        wait_for(lambda: not kopf_logs.paused(low_runner), what="the low replica to resume")
+        name = unique("failover")
+        assert http.post(BASE, json=widget(name)).status_code == 201
+        wait_for(lambda: low.has("create", name), what="the remaining replica's handler")
+        assert not high.has("create", name)
+    assert low_runner.exception is None and high_runner.exception is None
