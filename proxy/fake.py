@@ -31,7 +31,9 @@ def _fail(action: str, code: int) -> IpvsError:
 
 
 class FakeBackend:
-    """IPVS and kube-ipvs0 as plain data; ``calls`` counts the writes performed."""
+    """IPVS and kube-ipvs0 as plain data; ``calls`` counts the writes performed.
+
+    Tests open "connections" by setting ``state.connections[(vs, rs)]``."""
 
     def __init__(self, state: IpvsState | None = None) -> None:
         self.state = state.copy() if state is not None else IpvsState()
@@ -77,7 +79,8 @@ class FakeBackend:
         if vs not in self.state.services:
             raise _fail(f"delete IPVS service {vs}", errno.ESRCH)
         self.calls += 1
-        del self.state.services[vs]
+        for rs in self.state.services.pop(vs).destinations:
+            self.state.connections.pop((vs, rs), None)
 
     # ---------------------------------------------------------------- destinations
 
@@ -110,6 +113,7 @@ class FakeBackend:
             raise _fail(action, errno.ENOENT)
         self.calls += 1
         del service.destinations[rs]
+        self.state.connections.pop((vs, rs), None)
 
     # ---------------------------------------------------------------- addresses
 
@@ -134,3 +138,4 @@ class FakeBackend:
 
     def flush(self) -> None:
         self.state.services.clear()
+        self.state.connections.clear()

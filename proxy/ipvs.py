@@ -164,7 +164,8 @@ ATTR_SERVICE, ATTR_DEST = 1, 2
 SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK = 1, 2, 3, 4, 5
 SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK = 6, 7, 8, 9
 DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT = 1, 2, 3, 4
-DEST_U_THRESH, DEST_L_THRESH, DEST_ADDR_FAMILY = 5, 6, 11
+DEST_U_THRESH, DEST_L_THRESH, DEST_ACTIVE_CONNS, DEST_INACT_CONNS = 5, 6, 7, 8
+DEST_ADDR_FAMILY = 11
 FWD_MASK = 0x7
 
 
@@ -306,7 +307,10 @@ class IpvsSocket:
             out.append((vs, spec))
         return out
 
-    def destinations(self, vs: VirtualServer) -> dict[RealServer, DestinationSpec]:
+    def destinations(
+        self, vs: VirtualServer, connections: dict[tuple[VirtualServer, RealServer], int]
+    ) -> dict[RealServer, DestinationSpec]:
+        """The destinations of ``vs``; their open connections are added to ``connections``."""
         out: dict[RealServer, DestinationSpec] = {}
         key = _nla(ATTR_SERVICE, self.service_key(vs))
         default_family = _family(vs.address)
@@ -323,6 +327,13 @@ class IpvsSocket:
                 weight=_U32.unpack(attrs[DEST_WEIGHT][:4])[0],
                 forwarding=FORWARDING_NAMES.get(method, "masq"),
             )
+            count = sum(
+                _U32.unpack(attrs[kind][:4])[0]
+                for kind in (DEST_ACTIVE_CONNS, DEST_INACT_CONNS)
+                if kind in attrs
+            )
+            if count:
+                connections[vs, rs] = count
         return out
 
 
@@ -418,7 +429,7 @@ class KernelBackend:
             services = self._ipvs.services()
         for vs, spec in services:
             with _netlink(f"dump destinations of {vs}"):
-                state.services[vs] = Service(spec, self._ipvs.destinations(vs))
+                state.services[vs] = Service(spec, self._ipvs.destinations(vs, state.connections))
         return state
 
     def list_addresses(self) -> set[str]:

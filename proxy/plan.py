@@ -12,7 +12,7 @@ the same operations on an in-memory model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -148,7 +148,9 @@ def plan(
         elif have.spec != want.spec:
             upserts.append(EditService(vs, want.spec))
         if want.destinations != have.destinations:
-            destination_ops.append((vs, _destination_ops(vs, want, have)))
+            ops = _destination_ops(vs, want, have, actual.connections)
+            if ops:
+                destination_ops.append((vs, ops))
 
     binds: list[Op] = []
     unbinds: list[Op] = []
@@ -178,9 +180,21 @@ def _address_of(op: Op) -> str:
     return op.address  # type: ignore[union-attr]
 
 
-def _destination_ops(vs: VirtualServer, want: Service, have: Service) -> list[Op]:
+def _destination_ops(
+    vs: VirtualServer,
+    want: Service,
+    have: Service,
+    connections: Mapping[tuple[VirtualServer, RealServer], int],
+) -> list[Op]:
     ops: list[Op] = []
     for rs in sorted(have.destinations.keys() - want.destinations.keys()):
+        if vs.protocol == "TCP" and connections.get((vs, rs), 0) > 0:
+            # Graceful termination (as kube-proxy): no new connections, the open ones
+            # finish; deleted by the first plan that sees it without connections.
+            draining = have.destinations[rs]
+            if draining.weight != 0:
+                ops.append(EditDestination(vs, rs, draining._replace(weight=0)))
+            continue
         ops.append(DeleteDestination(vs, rs))
     for rs, spec in sorted(want.destinations.items()):
         current = have.destinations.get(rs)
@@ -255,13 +269,17 @@ def record(state: IpvsState, ops: Iterable[Op]) -> IpvsState:
                 else:
                     service.spec = spec
             case DeleteService(vs):
-                state.services.pop(vs, None)
+                service = state.services.pop(vs, None)
+                if service is not None:
+                    for rs in service.destinations:
+                        state.connections.pop((vs, rs), None)
             case AddDestination(vs, rs, spec) | EditDestination(vs, rs, spec):
                 state.services.setdefault(vs, Service(ServiceSpec())).destinations[rs] = spec
             case DeleteDestination(vs, rs):
                 service = state.services.get(vs)
                 if service is not None:
                     service.destinations.pop(rs, None)
+                state.connections.pop((vs, rs), None)
             case BindAddress(address):
                 state.addresses.add(address)
             case UnbindAddress(address):

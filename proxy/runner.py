@@ -192,6 +192,8 @@ class ProxyRunner:
                 applied = await self._in_backend_thread(apply, ops, backend)
                 record(self._model, applied)
                 self._count(applied, "ok")
+                for op in applied[:50]:
+                    logger.debug("applied: %s", op)
         except ApplyError as exc:
             if self._model is not None:
                 record(self._model, exc.applied)

@@ -74,13 +74,23 @@ class Service:
 
 @dataclass(slots=True)
 class IpvsState:
-    """IPVS services with their destinations, and the addresses bound on kube-ipvs0."""
+    """IPVS services with their destinations, and the addresses bound on kube-ipvs0.
+
+    ``connections`` (read from the kernel, empty in a desired state) counts the active
+    and inactive connections of each destination that has any: a TCP destination that
+    is no longer wanted is drained (weight 0) until it has none, then deleted.
+    """
 
     services: dict[VirtualServer, Service] = field(default_factory=dict)
     addresses: set[str] = field(default_factory=set)
+    connections: dict[tuple[VirtualServer, RealServer], int] = field(default_factory=dict)
 
     def copy(self) -> IpvsState:
-        return IpvsState({vs: svc.copy() for vs, svc in self.services.items()}, set(self.addresses))
+        return IpvsState(
+            {vs: svc.copy() for vs, svc in self.services.items()},
+            set(self.addresses),
+            dict(self.connections),
+        )
 
     def destination_count(self) -> int:
         return sum(len(svc.destinations) for svc in self.services.values())

@@ -133,12 +133,15 @@ async def hello(address: str, port: int) -> str | None:
 
 
 def ipvs_destinations(address: str, port: int) -> set[str] | None:
-    """``ip:port`` of each destination of the TCP service, None if there is no service."""
+    """``ip:port`` of each destination of the TCP service that takes new connections
+    (weight > 0: a destination draining at weight 0 does not), None if there is no
+    service."""
     out = subprocess.run(["ipvsadm", "-Sn"], capture_output=True, text=True, check=True).stdout
     vip = f"{address}:{port}"
     if not re.search(rf"^-A -t {re.escape(vip)} ", out, re.M):
         return None
-    return set(re.findall(rf"^-a -t {re.escape(vip)} -r (\S+) -m", out, re.M))
+    found = re.findall(rf"^-a -t {re.escape(vip)} -r (\S+) -m -w (\d+)", out, re.M)
+    return {destination for destination, weight in found if int(weight) > 0}
 
 
 def metric(text: str, name: str) -> float:
@@ -250,7 +253,7 @@ async def test_cluster_ip_reaches_ready_pods_round_robin_until_the_service_goes(
             )
             await eventually(
                 lambda: ipvs_destinations(vip, 80) == {"10.2.16.5:12345"},
-                "the not-ready pod removed",
+                "the not-ready pod removed (or draining at weight 0)",
                 cluster,
             )
             answers = [await hello(vip, 80) for _ in range(6)]

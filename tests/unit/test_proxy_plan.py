@@ -183,3 +183,43 @@ def test_plan_after_apply_is_empty_for_random_states(seed: int) -> None:
     assert plan(desired, result, OWNS) == []
     foreign = {vs: s for vs, s in actual.services.items() if not OWNS(vs.address)}
     assert {vs: s for vs, s in result.services.items() if not OWNS(vs.address)} == foreign
+
+
+# ------------------------------------------------------------------ graceful termination
+
+
+def test_a_removed_tcp_destination_with_connections_is_drained_at_weight_zero() -> None:
+    actual = state(web(RS1, RS2), addresses={"10.96.0.10"})
+    actual.connections[VS, RS2] = 3
+    desired = state(web(RS1), addresses={"10.96.0.10"})
+    assert plan(desired, actual, OWNS) == [EditDestination(VS, RS2, DestinationSpec(0, "masq"))]
+
+
+def test_a_draining_destination_waits_then_goes_when_its_connections_are_gone() -> None:
+    desired = state(web(RS1), addresses={"10.96.0.10"})
+    draining = state(
+        (VS, Service(ServiceSpec(), {RS1: MASQ, RS2: DestinationSpec(0, "masq")})),
+        addresses={"10.96.0.10"},
+    )
+    draining.connections[VS, RS2] = 1
+    assert plan(desired, draining, OWNS) == []  # a plan after the drain began is empty
+    draining.connections.clear()
+    assert plan(desired, draining, OWNS) == [DeleteDestination(VS, RS2)]
+
+
+def test_a_draining_destination_that_comes_back_gets_its_weight_back() -> None:
+    draining = state(
+        (VS, Service(ServiceSpec(), {RS1: DestinationSpec(0, "masq")})), addresses={"10.96.0.10"}
+    )
+    draining.connections[VS, RS1] = 2
+    desired = state(web(RS1), addresses={"10.96.0.10"})
+    assert plan(desired, draining, OWNS) == [EditDestination(VS, RS1, MASQ)]
+
+
+def test_udp_destinations_and_deleted_services_do_not_drain() -> None:
+    dns = VirtualServer("10.96.0.10", 53, "UDP")
+    actual = state((dns, Service(ServiceSpec(), {RS1: MASQ, RS2: MASQ})), web(RS1))
+    actual.connections[dns, RS2] = 5
+    actual.connections[VS, RS1] = 5
+    desired = state((dns, Service(ServiceSpec(), {RS1: MASQ})))
+    assert plan(desired, actual, OWNS) == [DeleteDestination(dns, RS2), DeleteService(VS)]

@@ -150,13 +150,13 @@ async def test_a_burst_of_changes_is_batched_into_few_syncs() -> None:
 
 async def test_a_rule_deleted_by_hand_comes_back_at_the_next_full_resync() -> None:
     backend = FakeBackend()
-    async with running(backend, sync_period=0.2) as (runner, source):
+    # The fake is changed from this thread while the runner may be reading it from its
+    # own: a sync that trips over that is retried soon.
+    async with running(backend, sync_period=0.2, retry_period=0.05) as (runner, source):
         source.emit("services", "ADDED", service())
         source.emit("endpointslices", "ADDED", endpoint_slice("10.2.16.5"))
         source.synced()
-        await until(
-            lambda: RS1 in backend.state.services.get(VS, Service(ServiceSpec())).destinations
-        )
+        await until(lambda: runner.sync_count >= 1 and programmed(backend)())
         backend.delete_destination(VS, RS1)  # drift, behind the proxy's back
         backend.unbind_address("10.96.0.10")
         await until(lambda: RS1 in backend.state.services[VS].destinations)
@@ -243,3 +243,22 @@ async def test_an_api_refusal_ends_the_runner_with_that_error_itself() -> None:
     runner = ProxyRunner(RefusingSource(), FakeBackend, CONFIG)
     with pytest.raises(NotFound):
         await runner.run()
+
+
+async def test_a_gone_endpoint_drains_then_is_deleted_at_a_resync_without_connections() -> None:
+    rs2 = RealServer("10.2.16.6", 12345)
+    backend = FakeBackend()
+    async with running(backend, sync_period=0.2, retry_period=0.05) as (runner, source):
+        source.emit("services", "ADDED", service())
+        source.emit("endpointslices", "ADDED", endpoint_slice("10.2.16.5", "10.2.16.6"))
+        source.synced()
+        await until(
+            lambda: rs2 in backend.state.services.get(VS, Service(ServiceSpec())).destinations
+        )
+        backend.state.connections[VS, rs2] = 2  # someone is talking to it
+        await until(lambda: runner.full_sync_count >= 2)  # the kernel read saw them
+        source.emit("endpointslices", "MODIFIED", endpoint_slice("10.2.16.5"))
+        await until(lambda: backend.state.services[VS].destinations.get(rs2) == (0, "masq"))
+        backend.state.connections.clear()  # they hung up
+        await until(lambda: rs2 not in backend.state.services[VS].destinations)
+    assert RS1 in backend.state.services[VS].destinations
