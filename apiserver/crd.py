@@ -27,6 +27,7 @@ from apiserver.schema import (
     not_supported,
     required,
 )
+from apiserver.validation import is_dns1035_label, is_dns1123_subdomain
 
 RawObject = dict[str, Any]
 
@@ -46,10 +47,6 @@ CRD_RESOURCE = Resource(
     subresources=("status",),
 )
 
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
 _COLUMN_TYPES = ("boolean", "date", "integer", "number", "string")
 _COLUMN_FORMATS = ("byte", "date", "date-time", "double", "float", "int32", "int64", "password")
 _DEFAULT_COLUMNS: tuple[RawObject, ...] = (
@@ -98,8 +95,10 @@ def validate_crd(crd: RawObject, old: RawObject | None = None) -> list[StatusCau
     names = spec.get("names") if isinstance(spec.get("names"), dict) else None
     if not group or not isinstance(group, str):
         errors.append(required("spec.group"))
-    elif not _DNS1123_SUBDOMAIN.match(group) or "." not in group:
-        errors.append(invalid("spec.group", group, "should be a domain with at least one dot"))
+    else:
+        errors.extend(invalid("spec.group", group, e) for e in is_dns1123_subdomain(group))
+        if "." not in group:
+            errors.append(invalid("spec.group", group, "should be a domain with at least one dot"))
     if names is None:
         errors.append(required("spec.names"))
     else:
@@ -139,17 +138,7 @@ def _validate_names(names: Mapping[str, Any], base: str) -> list[StatusCause]:
             if key in ("plural", "kind"):
                 errors.append(required(f"{base}.{key}"))
             continue
-        check = value.lower() if key in ("kind", "listKind") else value
-        if not isinstance(value, str) or not _DNS1035.match(check):
-            errors.append(
-                invalid(
-                    f"{base}.{key}",
-                    value,
-                    "a lowercase RFC 1035 label must consist of lower case alphanumeric "
-                    "characters or '-', start with an alphabetic character, and end with an "
-                    "alphanumeric character",
-                )
-            )
+        errors.extend(_label_errors(f"{base}.{key}", value, lower=key in ("kind", "listKind")))
     if names.get("kind") and names.get("kind") == names.get("listKind"):
         errors.append(
             invalid(
@@ -162,11 +151,15 @@ def _validate_names(names: Mapping[str, Any], base: str) -> list[StatusCause]:
             errors.append(invalid(f"{base}.{key}", values, "must be a list of strings"))
             continue
         for index, value in enumerate(values):
-            if not isinstance(value, str) or not _DNS1035.match(value):
-                errors.append(
-                    invalid(f"{base}.{key}[{index}]", value, "must be a lowercase RFC 1035 label")
-                )
+            errors.extend(_label_errors(f"{base}.{key}[{index}]", value))
     return errors
+
+
+def _label_errors(field: str, value: Any, *, lower: bool = False) -> list[StatusCause]:
+    """Upstream's IsDNS1035Label check (of the lower-cased value for kinds)."""
+    if not isinstance(value, str):
+        return [invalid(field, value, "must be a string")]
+    return [invalid(field, value, e) for e in is_dns1035_label(value.lower() if lower else value)]
 
 
 def _validate_versions(versions: Any, base: str) -> list[StatusCause]:
@@ -183,8 +176,8 @@ def _validate_versions(versions: Any, base: str) -> list[StatusCause]:
         name = version.get("name")
         if not name:
             errors.append(required(f"{where}.name"))
-        elif not isinstance(name, str) or not _DNS1035.match(name):
-            errors.append(invalid(f"{where}.name", name, "must be a lowercase RFC 1035 label"))
+        elif problems := _label_errors(f"{where}.name", name):
+            errors.extend(problems)
         elif name in seen:
             errors.append(
                 StatusCause("FieldValueDuplicate", f'Duplicate value: "{name}"', f"{where}.name")
