@@ -267,6 +267,7 @@ class CrdController:
         if type_ == "DELETED":
             self._crds.pop(name, None)
             self._unserve(name)
+            await self._reconsider_names(crd)
             return
         self._crds[name] = crd
         if crd["metadata"].get("deletionTimestamp"):
@@ -275,6 +276,27 @@ class CrdController:
             self._serve(crd)
         else:
             self._unserve(name)
+
+    async def _reconsider_names(self, gone: RawObject) -> None:
+        """A CRD went: others of its group refused for a name clash may be accepted now
+        (rewriting one recomputes its status; the write's event serves it)."""
+        group = (gone.get("spec") or {}).get("group")
+        for name, crd in list(self._crds.items()):
+            if (crd.get("spec") or {}).get("group") != group or is_established(crd):
+                continue
+            if crd["metadata"].get("deletionTimestamp") or self.conflicts(crd):
+                continue
+            try:
+                await self.registry.update(CRD_RESOURCE, None, name, copy.deepcopy(crd))
+            except StatusError as exc:
+                if exc.code not in (404, 409):
+                    raise
+            else:
+                logger.info(
+                    "CRD %s: its names are accepted now that %s is gone",
+                    name,
+                    gone["metadata"]["name"],
+                )
 
     def _serve(self, crd: RawObject) -> None:
         name = crd["metadata"]["name"]

@@ -392,3 +392,27 @@ def test_an_updated_crd_schema_applies_to_the_next_write(http: httpx.Client, gro
     too_big = http.post(widgets(group), json=widget("big", group, size=6))
     assert too_big.status_code == 422, too_big.text
     assert "should be less than or equal to 5" in too_big.json()["message"]
+
+
+def test_a_crd_refused_for_a_name_clash_is_accepted_once_the_other_goes(
+    http: httpx.Client, group: str
+) -> None:
+    clash = widget_crd(group)
+    clash["metadata"]["name"] = f"gizmos.{group}"
+    clash["spec"]["names"] = {"kind": "Widget", "plural": "gizmos"}
+    assert http.post(CRDS, json=clash).status_code == 201
+    assert http.get(f"/apis/{group}/v1/namespaces/default/gizmos").status_code == 404
+    assert http.delete(f"{CRDS}/widgets.{group}").status_code in (200, 202)
+
+    def established() -> bool:
+        crd = http.get(f"{CRDS}/gizmos.{group}").json()
+        return any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in crd["status"]["conditions"]
+        )
+
+    wait_for(established, what="the other CRD to be established")
+    wait_for(
+        lambda: http.get(f"/apis/{group}/v1/namespaces/default/gizmos").status_code == 200,
+        what="the kind to be served",
+    )
