@@ -79,6 +79,8 @@ USER_INFO: RawObject = {
 }
 NamespaceLabels = Callable[[str], Awaitable[Mapping[str, str]]]
 """``async (namespace) -> labels``: how namespaceSelector reads a namespace."""
+ServiceAddress = Callable[[str, str], Awaitable[str | None]]
+"""``async (namespace, name) -> ClusterIP``: where a ``clientConfig.service`` is reached."""
 _OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT", "*")
 _OPTIONS_KIND = {"CREATE": "CreateOptions", "UPDATE": "UpdateOptions", "DELETE": "DeleteOptions"}
 
@@ -107,6 +109,8 @@ class Webhook:
     rules: tuple[Mapping[str, Any], ...]
     url: str
     ca_bundle: bytes = b""
+    service: tuple[str, str, int, str] | None = None
+    """``clientConfig.service`` as (namespace, name, port, path), when given."""
     failure_policy: str = "Fail"
     match_policy: str = "Equivalent"
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
@@ -135,6 +139,7 @@ def parse_webhooks(config: Mapping[str, Any], phase: Phase) -> list[Webhook]:
                 phase=phase,
                 rules=tuple(r for r in hook.get("rules") or [] if isinstance(r, Mapping)),
                 url=client_url(client),
+                service=_service_ref(client),
                 ca_bundle=ca_bytes,
                 failure_policy=str(hook.get("failurePolicy") or "Fail"),
                 match_policy=str(hook.get("matchPolicy") or "Equivalent"),
@@ -158,6 +163,18 @@ def client_url(client: Mapping[str, Any]) -> str:
         path = service.get("path") or ""
         return f"https://{service.get('name')}.{service.get('namespace')}.svc:{port}{path}"
     return ""
+
+
+def _service_ref(client: Mapping[str, Any]) -> tuple[str, str, int, str] | None:
+    service = client.get("service") or {}
+    if client.get("url") or not service:
+        return None
+    return (
+        str(service.get("namespace") or ""),
+        str(service.get("name") or ""),
+        int(service.get("port") or 443),
+        str(service.get("path") or ""),
+    )
 
 
 def validate_configuration(config: Mapping[str, Any], phase: Phase) -> list[StatusCause]:
@@ -483,6 +500,7 @@ class WebhookAdmission:
         self,
         namespace_labels: NamespaceLabels | None = None,
         *,
+        service_address: ServiceAddress | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._configs: dict[tuple[Phase, str], list[Webhook]] = {}
@@ -491,6 +509,7 @@ class WebhookAdmission:
         self._namespace_labels = namespace_labels
         self._clients: dict[bytes, httpx.AsyncClient] = {}
         self._transport = transport
+        self._service_address = service_address
 
     # -- the cache --------------------------------------------------------------------
 
@@ -662,11 +681,13 @@ class WebhookAdmission:
         uid = review["request"]["uid"]
         timeout = max(1, min(webhook.timeout_seconds, MAX_TIMEOUT_SECONDS))
         try:
-            if not webhook.url:
-                raise ReviewError("the webhook has no URL")
+            url, extensions = await self._target(webhook)
+        except ReviewError as exc:
+            return self._failed(webhook, f"failed to call webhook: {exc}")
+        try:
             async with asyncio.timeout(timeout):  # the whole call, as upstream's deadline
                 response = await self._client(webhook.ca_bundle).post(
-                    webhook.url, json=review, timeout=timeout
+                    url, json=review, timeout=timeout, extensions=extensions
                 )
             if response.status_code != 200:
                 raise ReviewError(
@@ -687,6 +708,22 @@ class WebhookAdmission:
         for warning in verdict.warnings:
             logger.info("webhook %s warns: %s", webhook.name, warning)
         return verdict
+
+    async def _target(self, webhook: Webhook) -> tuple[str, dict[str, Any]]:
+        """The URL to post to, and httpx extensions (the TLS server name for a Service).
+
+        A ``clientConfig.service`` is reached at its Service's ClusterIP (through the
+        proxy), its certificate checked for ``NAME.NAMESPACE.svc`` as upstream does."""
+        if webhook.service is None or self._service_address is None:
+            if not webhook.url:
+                raise ReviewError("the webhook has no URL")
+            return webhook.url, {}
+        namespace, name, port, path = webhook.service
+        address = await self._service_address(namespace, name)
+        if not address or address == "None":
+            raise ReviewError(f'service "{namespace}/{name}" has no ClusterIP to call')
+        host = f"[{address}]" if ":" in address else address
+        return f"https://{host}:{port}{path}", {"sni_hostname": f"{name}.{namespace}.svc"}
 
     @staticmethod
     def _failed(webhook: Webhook, detail: str) -> Verdict | None:

@@ -27,7 +27,9 @@ class Extensions:
         self.crds = CrdController(registry)
         self.webhooks: WebhookConfigurations | None = None
         if isinstance(registry.admission, NoAdmission):
-            admission = WebhookAdmission(self._namespace_labels)
+            admission = WebhookAdmission(
+                self._namespace_labels, service_address=self._service_address
+            )
             registry.admission = admission
             self.webhooks = WebhookConfigurations(registry, admission)
 
@@ -54,3 +56,15 @@ class Extensions:
             return {}
         labels = (obj.get("metadata") or {}).get("labels")
         return labels if isinstance(labels, dict) else {}
+
+    async def _service_address(self, namespace: str, name: str) -> str | None:
+        """For ``clientConfig.service``: the Service's ClusterIP (None if it has none)."""
+        resource = self.registry.index.lookup("", "v1", "services")
+        if resource is None:
+            return None
+        try:
+            obj = await self.registry.storage.get(self.registry.key(resource, namespace, name))
+        except NotFound:
+            return None
+        address = (obj.get("spec") or {}).get("clusterIP")
+        return str(address) if address else None

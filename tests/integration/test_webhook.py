@@ -306,30 +306,12 @@ def test_namespace_selector_matches_the_namespace_labels(
     http.delete(config)
 
 
-def self_signed(tmp: Path) -> tuple[Path, Path]:
+def self_signed(tmp: Path, san: str = "IP:127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate (its own CA) for ``san``, made by the openssl command."""
     cert, key = tmp / "tls.crt", tmp / "tls.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    command = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=webhook".split()
+    command += ["-addext", f"subjectAltName={san}", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, check=True, capture_output=True)
     return cert, key
 
 
@@ -366,6 +348,51 @@ def test_https_webhook_is_verified_against_the_ca_bundle(
         refused = http.post(CONFIGMAPS, json=configmap(unique("cm"), marker))
         assert refused.status_code == 403, refused.text
         assert refused.json()["message"].endswith("denied the request: refused over TLS")
+        http.delete(config)
+    finally:
+        server.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_a_service_webhook_is_reached_at_its_cluster_ip_and_checked_by_its_name(
+    http: httpx.Client, tmp_path: Path
+) -> None:
+    service_name = unique("policy")
+    cert, key = self_signed(tmp_path, f"DNS:{service_name}.default.svc")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = WebhookServer(
+        lambda _r: {"allowed": False, "status": {"message": "refused via a Service", "code": 403}},
+        context,
+    )
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        # A Service whose ClusterIP reaches the webhook without a proxy: loopback.
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": service_name},
+            "spec": {"clusterIP": "127.0.0.1", "ports": [{"port": port}]},
+        }
+        assert http.post("/api/v1/namespaces/default/services", json=service).status_code == 201
+        marker = unique("svc")
+        config = configure(
+            http,
+            "ValidatingWebhookConfiguration",
+            server.url,
+            resources=["configmaps"],
+            operations=["CREATE"],
+            marker=marker,
+        )
+        current = http.get(config).json()
+        current["webhooks"][0]["clientConfig"] = {
+            "service": {"namespace": "default", "name": service_name, "port": port},
+            "caBundle": base64.b64encode(cert.read_bytes()).decode(),
+        }
+        assert http.put(config, json=current).status_code == 200
+        refused = http.post(CONFIGMAPS, json=configmap(unique("cm"), marker))
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["message"].endswith("denied the request: refused via a Service")
         http.delete(config)
     finally:
         server.close()

@@ -403,3 +403,31 @@ async def test_the_timeout_bounds_the_whole_call() -> None:
     assert time.monotonic() - started < 2
     assert "context deadline exceeded (1s)" in caught.value.message
     await admission.close()
+
+
+async def test_a_service_webhook_is_called_at_its_cluster_ip_with_its_dns_name() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), request.extensions.get("sni_hostname")))
+        uid = json.loads(request.content)["request"]["uid"]
+        return httpx.Response(200, json={"response": {"uid": uid, "allowed": True}})
+
+    async def cluster_ip(namespace: str, name: str) -> str | None:
+        return "10.96.0.7" if (namespace, name) == ("hooks", "policy") else None
+
+    admission = WebhookAdmission(service_address=cluster_ip, transport=httpx.MockTransport(record))
+    entry = hook("svc.example.com.x")
+    entry["clientConfig"] = {
+        "service": {"namespace": "hooks", "name": "policy", "path": "/validate", "port": 8443}
+    }
+    admission.set_configuration("validating", config("v", entry))
+    await admission.validate("CREATE", SERVICES, svc(), None, "default", "web", False)
+    assert seen == [("https://10.96.0.7:8443/validate", "policy.hooks.svc")]
+
+    entry["clientConfig"]["service"]["name"] = "missing"
+    admission.set_configuration("validating", config("v", entry))
+    with pytest.raises(AdmissionDenied) as caught:
+        await admission.validate("CREATE", SERVICES, svc(), None, "default", "web", False)
+    assert 'service "hooks/missing" has no ClusterIP' in caught.value.message
+    await admission.close()
