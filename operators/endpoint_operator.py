@@ -124,6 +124,7 @@ class EndpointReconciler:
         services_by_name: kopf.Index[ServiceKey, ServiceView],
         pods_by_label: kopf.Index[LabelKey, PodView],
         slices_by_service: kopf.Index[ServiceKey, RawObject],
+        endpoints_by_service: kopf.Index[ServiceKey, tuple[Any, ...]],
     ) -> None:
         async with self._lock(key):
             service = next(iter(services_by_name.get(key, [])), None)
@@ -148,7 +149,7 @@ class EndpointReconciler:
                     sum(len(s["endpoints"]) for s in desired.slices),
                     len(desired.slices),
                 )
-            await self._write_endpoints(key, desired.endpoints)
+            await self._write_endpoints(key, desired.endpoints, endpoints_by_service.get(key, ()))
             self._remember_members(key, desired.slices)
         await self._report(key, service, desired.unresolved)
 
@@ -183,9 +184,13 @@ class EndpointReconciler:
         entry["metadata"]["resourceVersion"] = (stored.get("metadata") or {}).get("resourceVersion")
         self.slices.setdefault(key, {})[body["metadata"]["name"]] = entry
 
-    async def _write_endpoints(self, key: ServiceKey, body: RawObject) -> None:
+    async def _write_endpoints(
+        self, key: ServiceKey, body: RawObject, stored: Iterable[tuple[Any, ...]] = ()
+    ) -> None:
         essence = selection.endpoints_essence(body)
         known = self.endpoints.get(key)
+        if known is None:  # not written by this process yet: what is stored, if anything
+            known = next(iter(stored), None)
         if known == essence:
             return
         namespace, name = key
@@ -276,6 +281,15 @@ def candidate_pods(
     return list(smallest)
 
 
+def _indexes(kw: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+    return (
+        kw["services_by_name"],
+        kw["pods_by_label"],
+        kw["slices_by_service"],
+        kw["endpoints_by_service"],
+    )
+
+
 def register(registry: kopf.OperatorRegistry, reconciler: EndpointReconciler) -> None:
     """Attach the endpoint operator's indexes and handlers to ``registry``."""
 
@@ -309,6 +323,18 @@ def register(registry: kopf.OperatorRegistry, reconciler: EndpointReconciler) ->
             return {}
         return {(meta.get("namespace") or "default", service): trimmed_slice(body)}
 
+    @kopf.index(
+        "v1",
+        "endpoints",
+        id="endpoints_by_service",
+        labels={selection.SKIP_MIRROR_LABEL: "true"},
+        registry=registry,
+    )
+    def endpoints_by_service(body: kopf.Body, **_: Any) -> dict[ServiceKey, tuple[Any, ...]]:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "default", meta.get("name") or "")
+        return {key: selection.endpoints_essence(body)}
+
     @kopf.on.event("v1", "services", id="follow_service", registry=registry)
     async def follow_service(body: kopf.Body, type: str | None, **kw: Any) -> None:
         meta = body.get("metadata") or {}
@@ -316,20 +342,13 @@ def register(registry: kopf.OperatorRegistry, reconciler: EndpointReconciler) ->
         if type == "DELETED":
             await reconciler.service_deleted(key, kw["slices_by_service"])
             return
-        await reconciler.reconcile(
-            key, kw["services_by_name"], kw["pods_by_label"], kw["slices_by_service"]
-        )
+        await reconciler.reconcile(key, *_indexes(kw))
 
     @kopf.on.event("v1", "pods", id="follow_pod", registry=registry)
     async def follow_pod(body: kopf.Body, **kw: Any) -> None:
         pod = selection.pod_view(body)
         for name in sorted(reconciler.services_of_pod(pod, kw["services_by_selector"])):
-            await reconciler.reconcile(
-                (pod.namespace, name),
-                kw["services_by_name"],
-                kw["pods_by_label"],
-                kw["slices_by_service"],
-            )
+            await reconciler.reconcile((pod.namespace, name), *_indexes(kw))
 
     @kopf.on.event(
         "discovery.k8s.io",
@@ -349,6 +368,4 @@ def register(registry: kopf.OperatorRegistry, reconciler: EndpointReconciler) ->
                 return
         key_changed = reconciler.observe_slice(body, deleted=type == "DELETED")
         if key_changed is not None:
-            await reconciler.reconcile(
-                key_changed, kw["services_by_name"], kw["pods_by_label"], kw["slices_by_service"]
-            )
+            await reconciler.reconcile(key_changed, *_indexes(kw))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,8 +69,14 @@ class ServiceAllocator:
         logger.info("allocated ClusterIP %s to %s", ip, parent)
         return [str(ip)]
 
-    async def allocate_stored(self, body: Mapping[str, Any]) -> None:
-        """Give a stored Service without an address one, or claim the one it holds."""
+    async def allocate_stored(
+        self, body: Mapping[str, Any], claims: Mapping[str, Iterable[ParentRef | None]] = {}
+    ) -> None:
+        """Give a stored Service without an address one, or claim the one it holds.
+
+        ``claims`` (kopf's index of IPAddresses, complete from the start) confirms
+        existing claims without a request.
+        """
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
         if meta.get("deletionTimestamp") or not needs_cluster_ip(spec):
@@ -78,7 +84,12 @@ class ServiceAllocator:
         parent = ParentRef(meta.get("namespace") or "default", meta["name"])
         current = spec.get("clusterIP")
         if current:
-            if current not in self.known_claims and self.in_use.parent(current) != parent:
+            confirmed = (
+                current in self.known_claims
+                or self.in_use.parent(current) == parent
+                or parent in claims.get(current, ())
+            )
+            if not confirmed:
                 await self.claim_held(body, parent, current)
             return
         if self.in_use.claims_of(parent):
@@ -247,13 +258,19 @@ def register(
         else:
             allocator.in_use.add(name, ipam.parent_of(body))
 
+    @kopf.index("networking.k8s.io", "v1", "ipaddresses", id="ip_claims", registry=registry)
+    def ip_claims(body: kopf.Body, **_: Any) -> dict[str, ParentRef | None]:
+        # an index, not only the event handler above: kopf fills every index before it
+        # runs any handler, so Services listed at startup are checked without requests
+        return {(body.get("metadata") or {}).get("name") or "": ipam.parent_of(body)}
+
     @kopf.on.event("v1", "services", id="allocate_stored_cluster_ip", registry=registry)
-    async def allocate_stored_cluster_ip(body: kopf.Body, type: str | None, **_: Any) -> None:
+    async def allocate_stored_cluster_ip(body: kopf.Body, type: str | None, **kw: Any) -> None:
         if type == "DELETED":
             await allocator.release(body)
             return
         try:
-            await allocator.allocate_stored(body)
+            await allocator.allocate_stored(body, kw["ip_claims"])
         except ipam.IpamError as exc:
             # retried on the Service's next event (event handlers are not retried by kopf)
             logger.warning("cannot allocate a ClusterIP to stored Service: %s", exc)
