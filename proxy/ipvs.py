@@ -3,11 +3,12 @@
 :class:`IpvsBackend` is what the plan is applied to: IPVS services and destinations, and
 the VIPs bound on the dummy interface ``kube-ipvs0``. :class:`KernelBackend` drives the
 running kernel over netlink: pyroute2 0.9 finds the IPVS generic netlink family (and
-says when the kernel has none) and drives kube-ipvs0 and its addresses (rtnetlink);
-the IPVS messages themselves are encoded here (see :class:`IpvsSocket`), which also
-sidesteps pyroute2's IPVS traps (its ``"update"`` deletes, ``IPVSDest`` defaults to
-direct routing, ``from_message`` is lossy). Every failed netlink call raises
-:class:`IpvsError` with the errno; nothing is reported done that was not.
+says when the kernel has none) and finds or creates kube-ipvs0; the messages on the hot
+paths (IPVS services and destinations, the VIPs' addresses) are encoded here
+(:class:`IpvsSocket`, :class:`AddressSocket`), which also sidesteps pyroute2's IPVS
+traps (its ``"update"`` deletes, ``IPVSDest`` defaults to direct routing,
+``from_message`` is lossy). Every failed netlink call raises :class:`IpvsError` with the
+errno; nothing is reported done that was not.
 """
 
 from __future__ import annotations
@@ -141,14 +142,20 @@ def _host_length(address: str) -> int:
 
 # --------------------------------------------------------------------------- IPVS genetlink
 #
-# IPVS messages are encoded and decoded here, on a plain generic netlink socket: pyroute2
-# resolves the family (and tells us when the kernel has none), but its generic NLA
-# decoding costs ~30 ms per service read back in user-mode-linux (stats and all), 20x
-# what ipvsadm needs; reading only the attributes we use brings a full resync near it.
-# Layouts: include/uapi/linux/ip_vs.h.
+# IPVS and address messages are encoded and decoded here, on plain netlink sockets:
+# pyroute2's generic NLA decoding cost ~30 ms per service read back in user-mode-linux
+# (stats and all), 20x what ipvsadm needs, and its per-call event loop made binding a
+# VIP ~50 ms there; reading and writing only the attributes we use brings a full resync
+# near ipvsadm's figures (docs/benchmarks.md).
+# Layouts: include/uapi/linux/ip_vs.h, linux/if_addr.h.
 
-NETLINK_GENERIC = 16
+NETLINK_ROUTE, NETLINK_GENERIC = 0, 16
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RT_SCOPE_UNIVERSE = 0
+_IFADDRMSG = struct.Struct("=BBBBI")
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 _NLMSG = struct.Struct("=IHHII")
 _GENL = struct.Struct("=BBH")
@@ -201,46 +208,97 @@ def _unpacked_address(family: int, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET, raw[:4])
 
 
-class IpvsSocket:
-    """Requests to the IPVS generic netlink family; one caller at a time."""
+class NetlinkSocket:
+    """A raw netlink socket: one request at a time, answers parsed, errors raised."""
 
-    def __init__(self, family_id: int) -> None:
-        self.family_id = family_id
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+    def __init__(self, protocol: int) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
         self._sock.bind((0, 0))
         self._seq = 0
 
     def close(self) -> None:
         self._sock.close()
 
-    def request(self, cmd: int, attrs: bytes, *, dump: bool = False) -> list[dict[int, bytes]]:
-        """Send one command; return the top-level attributes of each answer (dumps).
+    def request(self, kind: int, body: bytes, flags: int = 0, *, dump: bool = False) -> list[bytes]:
+        """Send one message; return the body of each answer (a dump has many).
 
         Raises IpvsError with the kernel's errno when it refuses."""
         self._seq += 1
         seq = self._seq
-        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
-        body = _GENL.pack(cmd, GENL_VERSION, 0) + attrs
-        self._sock.send(_NLMSG.pack(_NLMSG.size + len(body), self.family_id, flags, seq, 0) + body)
-        answers: list[dict[int, bytes]] = []
+        flags |= NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
+        self._sock.send(_NLMSG.pack(_NLMSG.size + len(body), kind, flags, seq, 0) + body)
+        answers: list[bytes] = []
         while True:
             data = self._sock.recv(1 << 20)
             offset = 0
             while offset + _NLMSG.size <= len(data):
-                length, kind, _, msg_seq, _ = _NLMSG.unpack_from(data, offset)
+                length, msg_kind, _, msg_seq, _ = _NLMSG.unpack_from(data, offset)
                 if length < _NLMSG.size:
                     raise IpvsError(f"malformed netlink answer (length {length})")
                 end = offset + length
                 if msg_seq == seq:
-                    if kind == NLMSG_ERROR:
+                    if msg_kind == NLMSG_ERROR:
                         (code,) = struct.unpack_from("=i", data, offset + _NLMSG.size)
                         if code:
                             raise IpvsError(f"{os.strerror(-code)} (errno {-code})", -code)
                         return answers
-                    if kind == NLMSG_DONE:
+                    if msg_kind == NLMSG_DONE:
                         return answers
-                    answers.append(_parse_nlas(data, offset + _NLMSG.size + _GENL.size, end))
+                    answers.append(data[offset + _NLMSG.size : end])
                 offset = (end + 3) & ~3
+
+
+class AddressSocket:
+    """Addresses of one interface over rtnetlink (RTM_NEWADDR / DELADDR / GETADDR)."""
+
+    def __init__(self) -> None:
+        self._netlink = NetlinkSocket(NETLINK_ROUTE)
+
+    def close(self) -> None:
+        self._netlink.close()
+
+    @staticmethod
+    def _message(index: int, address: str) -> bytes:
+        family = _family(address)
+        packed = socket.inet_pton(family, address)
+        header = _IFADDRMSG.pack(family, _host_length(address), 0, RT_SCOPE_UNIVERSE, index)
+        return header + _nla(IFA_LOCAL, packed) + _nla(IFA_ADDRESS, packed)
+
+    def add(self, index: int, address: str) -> None:
+        self._netlink.request(RTM_NEWADDR, self._message(index, address), NLM_F_CREATE | NLM_F_EXCL)
+
+    def delete(self, index: int, address: str) -> None:
+        self._netlink.request(RTM_DELADDR, self._message(index, address))
+
+    def list(self, index: int) -> set[str]:
+        out: set[str] = set()
+        query = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        for answer in self._netlink.request(RTM_GETADDR, query, dump=True):
+            family, _, _, _, answer_index = _IFADDRMSG.unpack_from(answer)
+            if answer_index != index:
+                continue
+            attrs = _parse_nlas(answer, _IFADDRMSG.size)
+            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            if raw:
+                out.add(_unpacked_address(family, raw))
+        return out
+
+
+class IpvsSocket:
+    """Requests to the IPVS generic netlink family; one caller at a time."""
+
+    def __init__(self, family_id: int) -> None:
+        self.family_id = family_id
+        self._netlink = NetlinkSocket(NETLINK_GENERIC)
+
+    def close(self) -> None:
+        self._netlink.close()
+
+    def request(self, cmd: int, attrs: bytes, *, dump: bool = False) -> list[dict[int, bytes]]:
+        """Send one command; return the top-level attributes of each answer (dumps)."""
+        body = _GENL.pack(cmd, GENL_VERSION, 0) + attrs
+        answers = self._netlink.request(self.family_id, body, dump=dump)
+        return [_parse_nlas(answer, _GENL.size) for answer in answers]
 
     # ------------------------------------------------------------------ messages
 
@@ -381,6 +439,7 @@ class KernelBackend:
         finally:
             probe.close()
         self._ipvs = IpvsSocket(family_id)
+        self._addresses = AddressSocket()
         self._ipr = IPRoute()
         self._index: int | None = None
 
@@ -437,8 +496,7 @@ class KernelBackend:
         if index is None:
             return set()
         with _netlink(f"list addresses of {self.interface}"):
-            messages = self._ipr.addr("dump", index=index)
-        return {str(m.get("IFA_ADDRESS")) for m in messages if m.get("IFA_ADDRESS")}
+            return self._addresses.list(index)
 
     # ---------------------------------------------------------------- services
 
@@ -484,17 +542,18 @@ class KernelBackend:
     def bind_address(self, address: str) -> None:
         index = self._require_index()
         with _netlink(f"bind {address} on {self.interface}"):
-            self._ipr.addr("add", index=index, address=address, prefixlen=_host_length(address))
+            self._addresses.add(index, address)
 
     def unbind_address(self, address: str) -> None:
         index = self._require_index()
         with _netlink(f"unbind {address} from {self.interface}"):
-            self._ipr.addr("del", index=index, address=address, prefixlen=_host_length(address))
+            self._addresses.delete(index, address)
 
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
         self._ipvs.close()
+        self._addresses.close()
         self._ipr.close()
 
     def flush(self) -> None:
