@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := etcd-server user-mode-linux kmod iproute2 ipvsadm
 
 .PHONY: install sysdeps lint typecheck test test-fast test-kernel bench up clean
 
@@ -24,6 +23,7 @@ sysdeps:
 	command -v modprobe >/dev/null || [ -x /sbin/modprobe ] || missing="$$missing kmod"; \
 	command -v ipvsadm >/dev/null || [ -x /sbin/ipvsadm ] || missing="$$missing ipvsadm"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
