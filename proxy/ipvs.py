@@ -556,6 +556,17 @@ class KernelBackend:
         self._addresses.close()
         self._ipr.close()
 
+    def remove_interface_if_empty(self) -> bool:
+        """Delete kube-ipvs0 when no address is left on it (``minik8s proxy --cleanup``)."""
+        index = self._interface_index()
+        if index is None or self.list_addresses():
+            return False
+        with _netlink(f"delete interface {self.interface}"):
+            self._ipr.link("del", index=index)
+        self._index = None
+        logger.info("deleted interface %s", self.interface)
+        return True
+
     def flush(self) -> None:
         """Delete every IPVS service (tests and cleanup only; the proxy never does)."""
         with _netlink("flush IPVS"):

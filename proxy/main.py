@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="10.96.0.0/12",
         help="the ClusterIP range(s) the proxy owns, comma-separated (default 10.96.0.0/12)",
     )
+    parser.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove what the proxy programmed (IPVS services and VIPs in the service CIDR, "
+        "then kube-ipvs0 if it is left empty) and exit",
+    )
     parser.add_argument("--scheduler", default="rr", help="IPVS scheduler (default rr)")
     parser.add_argument(
         "--min-sync-period",
@@ -65,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"minik8s proxy: {exc}", file=sys.stderr)
         return 2
+    if args.cleanup:
+        return _cleanup(config)
     try:
         api = ApiClient.from_kubeconfig(args.kubeconfig)
     except KubeconfigError as exc:
@@ -77,6 +85,32 @@ def run(args: argparse.Namespace) -> int:
     except ClientError as exc:
         print(f"minik8s proxy: {exc}", file=sys.stderr)
         return 1
+
+
+def _cleanup(config: ProxyConfig) -> int:
+    from proxy.ipvs import IpvsError, KernelBackend
+    from proxy.plan import ApplyError, apply, plan
+    from proxy.state import IpvsState
+
+    try:
+        backend = KernelBackend()
+    except IpvsError as exc:
+        print(f"minik8s proxy: {exc}", file=sys.stderr)
+        return 1
+    try:
+        ops = plan(IpvsState(), backend.read_state(), config.owns)
+        apply(ops, backend)
+        removed = backend.remove_interface_if_empty()
+    except (IpvsError, ApplyError) as exc:
+        print(f"minik8s proxy: cleanup failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        backend.close()
+    for op in ops:
+        print(op)
+    if removed:
+        print(f"deleted interface {backend.interface}")
+    return 0
 
 
 async def _dry_run(api: ApiClient, config: ProxyConfig) -> int:
