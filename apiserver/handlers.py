@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 3 * 1024 * 1024
 JSON = "application/json"
 YAML = "application/yaml"
+PROTOBUF = "application/vnd.kubernetes.protobuf"
 TABLE_CONTENT_TYPE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 PATCH_TYPES = {
     "application/json-patch+json": "json",
@@ -168,7 +169,21 @@ async def read_object(request: Request) -> Any:
         raise errors.bad_request(
             f"the request body is not valid {_kind_of(media)}: {exc}"
         ) from None
+    if media == PROTOBUF:
+        return _read_protobuf(body)
     raise errors.unsupported_media_type(media, (JSON, YAML))
+
+
+def _read_protobuf(body: bytes) -> Any:
+    """kubectl's generators (create configmap|namespace|service) post protobuf."""
+    from apiserver.protobuf import ProtobufError, UnsupportedKind, decode_object
+
+    try:
+        return decode_object(body)
+    except UnsupportedKind as exc:
+        raise StatusError(415, "UnsupportedMediaType", str(exc)) from None
+    except ProtobufError as exc:
+        raise errors.bad_request(f"the protobuf request body is not readable: {exc}") from None
 
 
 def _kind_of(media: str) -> str:

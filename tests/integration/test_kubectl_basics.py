@@ -6,9 +6,6 @@ discovery and OpenAPI per server address; a fresh server reuses no stale cache).
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.kubectl import KUBECTL, Kubectl, write
 from tests.support.server import RunningApiserver, shared_apiserver
 
 __all__ = ["shared_apiserver"]
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = [
     pytest.mark.kubectl,
     pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH: install kubectl v1.32"),
@@ -30,43 +27,6 @@ pytestmark = [
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SERVICES = "/api/v1/namespaces/default/services"
-
-
-class Kubectl:
-    def __init__(self, api: RunningApiserver) -> None:
-        self.api = api
-        self.cache = api.data_dir / "kube-cache"
-        self.env = dict(os.environ, HOME=str(api.data_dir), KUBECONFIG=str(api.kubeconfig))
-
-    def argv(self, *args: str) -> list[str]:
-        assert KUBECTL is not None
-        return [
-            KUBECTL,
-            "--kubeconfig",
-            str(self.api.kubeconfig),
-            "--cache-dir",
-            str(self.cache),
-            *args,
-        ]
-
-    def run(
-        self, *args: str, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        if check:
-            assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}{done.stdout}"
-        return done
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.argv(*args),
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +38,6 @@ def kubectl(shared_apiserver: RunningApiserver) -> Kubectl:
 def http(shared_apiserver: RunningApiserver) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=shared_apiserver.url, timeout=10) as client:
         yield client
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def service_yaml(name: str, port: int = 80, app: str = "web") -> str:
@@ -202,7 +156,7 @@ def test_get_watch_sees_added_modified_deleted(kubectl: Kubectl, http: httpx.Cli
         http.patch(f"{SERVICES}/watched", json={"spec": {"ports": [{"port": 81}]}}, headers=merge)
         http.delete(f"{SERVICES}/watched")
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(lines) < 3:
+        while time.monotonic() < deadline and not any(x.startswith("DELETED") for x in lines):
             time.sleep(0.05)
         kinds = [line.split()[0] for line in lines if line.strip() and not line.startswith("EVENT")]
         assert kinds[:3] == ["ADDED", "MODIFIED", "DELETED"], lines
