@@ -138,9 +138,9 @@ def test_get_watch_sees_added_modified_deleted(kubectl: Kubectl, http: httpx.Cli
         "get", "services", "--watch-only", "--output-watch-events", "-l", "app=watched"
     )
     lines: list[str] = []
-    reader = threading.Thread(
-        target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True
-    )  # type: ignore[union-attr]
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")), daemon=True)
     reader.start()
     try:
         body = {
