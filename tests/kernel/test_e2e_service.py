@@ -306,3 +306,35 @@ async def test_a_rule_deleted_by_hand_comes_back_at_the_next_resync(
         assert await eventually(lambda: hello(vip, 80), f"Hello from {vip}:80", cluster) == "pod3"
         await api.delete("v1", "services", "drift", "default")
         await api.delete("v1", "pods", "drift-1", "default")
+
+
+async def test_a_pod_reaches_a_cluster_ip_from_its_own_network_namespace(
+    cluster: Cluster, api: ApiClient
+) -> None:
+    with pod_netns("pod4", "10.2.21.5", "10.2.21.1"), pod_netns("client", "10.2.22.5", "10.2.22.1"):
+        await start_pod(api, "from-pod-1", "10.2.21.5", {"app": "from-pod"})
+        await api.create("v1", "services", service("from-pod", "from-pod"), "default")
+        vip = await cluster_ip(api, "from-pod", cluster)
+        await eventually(
+            lambda: ipvs_destinations(vip, 80) == {"10.2.21.5:12345"}, "programmed", cluster
+        )
+
+        def get_from_client_pod() -> bool:
+            script = (
+                "import urllib.request as u, sys; "
+                f"sys.stdout.write(u.urlopen('http://{vip}:80/', timeout=3).read().decode())"
+            )
+            result = subprocess.run(
+                ["ip", "netns", "exec", "client", sys.executable, "-c", script],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            return result.stdout == "Hello, world!"
+
+        # Routed through the node (ip_forward=1), DNATed by IPVS, un-NATed on the way back.
+        assert await eventually(
+            lambda: asyncio.to_thread(get_from_client_pod), "Hello from the client pod", cluster
+        )
+        await api.delete("v1", "services", "from-pod", "default")
+        await api.delete("v1", "pods", "from-pod-1", "default")
