@@ -258,6 +258,9 @@ class ApiClient:
             verify=verify,
             transport=transport,
             timeout=httpx.Timeout(timeout),
+            # The kubeconfig says where the server is; an HTTP(S)_PROXY meant for the
+            # package registries must not capture requests to a loopback apiserver.
+            trust_env=False,
         )
 
     @classmethod
