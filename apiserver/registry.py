@@ -555,6 +555,7 @@ class Registry:
             return WriteResult(stored, [], gone=False)
         except StorageError as exc:
             raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+        await self._after_removal(resource, (stored["metadata"] or {}).get("namespace"))
         return WriteResult(deleted, [], gone=True)
 
     async def delete(
@@ -601,6 +602,8 @@ class Registry:
                     f"ResourceVersion in object meta: {meta.get('resourceVersion')}",
                 )
             await self._admit("DELETE", resource, None, current, namespace, name, dry_run)
+            if resource.group == "" and resource.plural == "namespaces":
+                return await self._delete_namespace(resource, key, current, dry_run)
             if meta.get("finalizers"):
                 if meta.get("deletionTimestamp"):
                     return WriteResult(current, [], gone=False)
@@ -620,14 +623,13 @@ class Registry:
                 return WriteResult(stored, [], gone=False)
             if dry_run:
                 return WriteResult(current, [], gone=True)
-            if resource.group == "" and resource.plural == "namespaces":
-                await self._empty_namespace(name)
             try:
                 deleted = await self.storage.delete(key, expect_rv=meta.get("resourceVersion"))
             except Conflict:
                 continue
             except StorageError as exc:
                 raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+            await self._after_removal(resource, namespace)
             return WriteResult(deleted, [], gone=True)
         raise errors.conflict(
             resource.plural, name, resource.group, "too many concurrent writers; retry"
@@ -661,8 +663,42 @@ class Registry:
             deleted.append(result.obj)
         return ListResult(deleted, listed.revision)
 
-    async def _empty_namespace(self, namespace: str) -> None:
-        """Delete every namespaced object in ``namespace`` (the namespace controller's job)."""
+    async def _delete_namespace(
+        self, ns_res: Resource, key: str, current: RawObject, dry_run: bool
+    ) -> WriteResult:
+        """Delete what the namespace holds; the namespace goes when nothing is left (and it
+        has no finalizers of its own), else it is Terminating until the last object goes."""
+        name = current["metadata"]["name"]
+        if dry_run:
+            return WriteResult(current, [], gone=not current["metadata"].get("finalizers"))
+        remaining = await self._empty_namespace(name)
+        if not remaining and not current["metadata"].get("finalizers"):
+            try:
+                deleted = await self.storage.delete(key)
+            except StorageError as exc:
+                raise errors.from_storage(exc, "namespaces", name) from None
+            return WriteResult(deleted, [], gone=True)
+
+        def terminating(obj: RawObject) -> RawObject:
+            meta = obj["metadata"]
+            meta.setdefault("deletionTimestamp", now_rfc3339())
+            meta.setdefault("deletionGracePeriodSeconds", 0)
+            obj.setdefault("status", {})["phase"] = "Terminating"
+            return obj
+
+        try:
+            marked = await self.storage.guaranteed_update(key, terminating)
+        except StorageError as exc:
+            raise errors.from_storage(exc, "namespaces", name) from None
+        logger.info("namespace %s is terminating: %d object(s) wait on finalizers", name, remaining)
+        # The last of them may have gone while we marked it: finish in that case.
+        await self._after_removal(ns_res, None, namespace=name)
+        return WriteResult(marked, [], gone=False)
+
+    async def _empty_namespace(self, namespace: str) -> int:
+        """Delete every namespaced object in ``namespace`` (the namespace controller's job);
+        how many remain (held by finalizers)."""
+        remaining = 0
         for resource in self.index.all():
             if not resource.namespaced:
                 continue
@@ -672,10 +708,48 @@ class Registry:
                 raise errors.from_storage(exc, "namespaces", namespace) from None
             for obj in page.items:
                 try:
-                    await self.delete(resource, namespace, obj["metadata"]["name"])
+                    result = await self.delete(resource, namespace, obj["metadata"]["name"])
                 except StatusError as exc:
                     if exc.code != 404:
                         raise
+                    continue
+                remaining += not result.gone
+        return remaining
+
+    async def _after_removal(
+        self, resource: Resource, obj_namespace: str | None, *, namespace: str | None = None
+    ) -> None:
+        """An object left a Terminating namespace: the namespace goes once it is empty."""
+        namespace = namespace or (obj_namespace if resource.namespaced else None)
+        if not namespace:
+            return
+        ns_res = self.index.lookup("", "v1", "namespaces")
+        if ns_res is None:
+            return
+        try:  # the store, not the namespace cache: a lagging cache would strand it
+            ns = await self.storage.get(self.key(ns_res, None, namespace))
+        except StorageError:
+            return
+        meta = ns["metadata"]
+        if not meta.get("deletionTimestamp") or meta.get("finalizers"):
+            return
+        for other in self.index.all():
+            if other.namespaced:
+                try:
+                    page = await self.storage.list(self.prefix(other, namespace), limit=1)
+                except StorageError:
+                    return
+                if page.items:
+                    return
+        try:
+            await self.storage.delete(
+                self.key(ns_res, None, namespace), expect_rv=meta.get("resourceVersion")
+            )
+            logger.info("namespace %s is empty and gone", namespace)
+        except (NotFound, Conflict):
+            logger.debug("namespace %s went or changed meanwhile; left as it is", namespace)
+        except StorageError as exc:
+            logger.warning("could not remove the emptied namespace %s: %s", namespace, exc)
 
     async def _require_namespace(self, namespace: str) -> None:
         ns_res = self.index.lookup("", "v1", "namespaces")

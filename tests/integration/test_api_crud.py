@@ -430,6 +430,32 @@ def test_deleting_a_namespace_deletes_its_objects(http: httpx.Client) -> None:
     assert http.get(f"/api/v1/namespaces/{ns}").status_code == 404
 
 
+def test_a_namespace_with_finalized_objects_terminates_until_they_go(http: httpx.Client) -> None:
+    ns = unique("ns")
+    namespaces = "/api/v1/namespaces"
+    create(http, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, namespaces)
+    held = service("held")
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    create(http, held, f"/api/v1/namespaces/{ns}/services")
+    create(http, service("free"), f"/api/v1/namespaces/{ns}/services")
+    resp = http.delete(f"{namespaces}/{ns}")
+    assert resp.status_code == 202
+    assert resp.json()["status"]["phase"] == "Terminating"
+    assert http.get(f"/api/v1/namespaces/{ns}/services/free").status_code == 404
+    assert http.get(f"/api/v1/namespaces/{ns}/services/held").json()["metadata"][
+        "deletionTimestamp"
+    ]
+    refused = http.post(f"/api/v1/namespaces/{ns}/services", json=service("late"))
+    assert refused.status_code == 403
+    http.patch(
+        f"/api/v1/namespaces/{ns}/services/held",
+        json={"metadata": {"finalizers": None}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert http.get(f"/api/v1/namespaces/{ns}/services/held").status_code == 404
+    assert http.get(f"{namespaces}/{ns}").status_code == 404
+
+
 def test_default_namespace_cannot_be_deleted(http: httpx.Client) -> None:
     resp = http.delete("/api/v1/namespaces/default")
     assert resp.status_code == 403
