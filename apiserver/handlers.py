@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -616,6 +615,3 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
             405, "MethodNotAllowed", f"the server does not allow this method on {request.url.path}"
         )
     )
-
-
-Handler = Callable[[Request], Awaitable[Response]]
