@@ -147,6 +147,7 @@ async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) ->
     from minik8s.client import ApiClient
     from minik8s.config import load_kubeconfig, resolve_kubeconfig_path
     from operators import endpoint_operator, ipam, service_operator
+    from operators.transport import AiohttpTransport
 
     network = ipam.parse_service_cidr(options.service_cidr)
     cluster = load_kubeconfig(options.kubeconfig)
@@ -183,7 +184,9 @@ async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) ->
             settings.peering.mandatory = True
             settings.peering.clusterwide = True
 
-    api = ApiClient.from_kubeconfig(resolve_kubeconfig_path(options.kubeconfig))
+    api = ApiClient.from_kubeconfig(
+        resolve_kubeconfig_path(options.kubeconfig), transport=AiohttpTransport()
+    )
     allocator = service_operator.ServiceAllocator(api, network)
     webhook = options.webhook and "services" in options.controllers
     if "services" in options.controllers:
