@@ -49,7 +49,8 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_proxy(kubeconfig: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def running_proxy(kubeconfig: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``minik8s proxy`` with fast syncs; ``extra`` options override the defaults."""
     with tempfile.NamedTemporaryFile(prefix="proxy-", suffix=".log", delete=False) as f:
         log = Path(f.name)
     cmd = [
@@ -67,6 +68,7 @@ def running_proxy(kubeconfig: Path) -> Iterator[tuple[subprocess.Popen[bytes], P
         "2",
         "--metrics-bind-address",
         "127.0.0.1:0",
+        *extra,
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -338,3 +340,38 @@ async def test_a_pod_reaches_a_cluster_ip_from_its_own_network_namespace(
         )
         await api.delete("v1", "services", "from-pod", "default")
         await api.delete("v1", "pods", "from-pod-1", "default")
+
+
+async def test_a_failing_netlink_call_is_logged_counted_and_retried_never_reported_done() -> None:
+    # Its own apiserver and CIDR, so that the module's proxy leaves this one alone; every
+    # service add fails in the kernel (no such scheduler module).
+    with (
+        running_apiserver() as server,
+        running_proxy(
+            server.kubeconfig, "--service-cidr", "10.97.0.0/16", "--scheduler", "nosuchsched"
+        ) as (proxy, log),
+    ):
+        failing = Cluster(server.url, server.kubeconfig, proxy, log)
+        async with ApiClient.from_kubeconfig(server.kubeconfig) as api:
+            body = service("broken", "broken")
+            body["spec"]["clusterIP"] = "10.97.0.10"
+            await api.create("v1", "services", body, "default")
+
+        def failures() -> int:
+            return log.read_text(errors="replace").count("sync FAILED")
+
+        await eventually(lambda: failures() >= 2, "the failure logged and retried", failing)
+        text = log.read_text(errors="replace")
+        assert "add IPVS service 10.97.0.10:80/TCP: No such file or directory" in text
+        assert "operations applied" not in text  # never reported as done
+        assert ipvs_destinations("10.97.0.10", 80) is None
+        url = await eventually(failing.metrics_url, "the metrics address", failing)
+        async with httpx.AsyncClient(timeout=5) as http:
+            metrics = (await http.get(url)).text
+        failed_adds = re.search(
+            r'^kubeproxy_sync_proxy_rules_operations_total\{operation="AddService",'
+            r'result="error"\} (\S+)$',
+            metrics,
+            re.M,
+        )
+        assert failed_adds is not None and float(failed_adds.group(1)) >= 2
