@@ -45,7 +45,7 @@ from apiserver.storage.interface import (
     UpdateFn,
 )
 from apiserver.strategy import Strategy, decode_error, strategy_for, unknown_fields
-from apiserver.watch import Subscriber, WatchClosed, WatchFilter, WatchHub
+from apiserver.watch import CacheEntry, Subscriber, WatchClosed, WatchFilter, WatchHub
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class ListResult:
     revision: int
     cont: str = ""
     remaining: int | None = None
+    entries: list[CacheEntry] | None = None
+    """The same items as watch-cache entries (their JSON pre-serialised), when cached."""
 
 
 @dataclass(slots=True)
@@ -232,6 +234,15 @@ class Registry:
         revision = _list_revision(resource_version, resource_version_match, limit, cont)
         prefix = self.prefix(resource, namespace)
         token = _Continue.decode(cont, prefix) if cont else None
+        if token is None and limit <= 0 and resource_version in ("", "0"):
+            # Upstream's watch cache: "0" is any recent state, unset waits until the
+            # cache has caught up with the store's current revision.
+            cached = await self.hub.cached_list(
+                self.prefix(resource), prefix, matches, consistent=not resource_version
+            )
+            if cached is not None:
+                entries, cache_revision = cached
+                return ListResult([e.obj for e in entries], cache_revision, entries=entries)
         try:
             if token is not None:
                 return await self._list_pages(

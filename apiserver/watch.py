@@ -19,9 +19,9 @@ import bisect
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 from apiserver.encoding import encode
 from apiserver.errors import expired
@@ -36,6 +36,49 @@ HISTORY_LIMIT = 20_000
 """Events kept per resource for resuming watches from memory."""
 SUBSCRIBER_BACKLOG_LIMIT = 50_000
 """A client this far behind is cut off with a 410 (it re-lists), instead of growing forever."""
+CATCH_UP_TIMEOUT = 3.0
+"""How long a consistent list waits for the cache to reach the store's revision before it
+reads the store instead."""
+
+
+class _ReportsProgress(Protocol):
+    """A store whose watch reports progress: ``progress(revision)`` once every change under
+    the prefix up to ``revision`` has been handed out (the embedded store does)."""
+
+    def watch(
+        self, prefix: str, *, since: int, progress: Callable[[int], None] | None = None
+    ) -> AsyncIterator[WatchEvent]: ...
+
+
+def reports_progress(storage: Storage) -> bool:
+    return bool(getattr(storage, "reports_watch_progress", False))
+
+
+class CacheEntry:
+    """One object of a list cache with its JSON computed at most once (never mutated)."""
+
+    __slots__ = ("_json", "obj")
+
+    def __init__(self, obj: RawObject) -> None:
+        self.obj = obj
+        self._json: bytes | None = None
+
+    def json(self) -> bytes:
+        if self._json is None:
+            self._json = encode(self.obj)
+        return self._json
+
+
+def cache_key(prefix: str, obj: RawObject) -> str | None:
+    """The storage key of a listed object (the registry's scheme), None if it has no name."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return None
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    namespace = meta.get("namespace")
+    return f"{prefix}{namespace}/{name}" if namespace else f"{prefix}{name}"
 
 
 class CachedEvent:
@@ -181,15 +224,32 @@ class Broadcaster:
         self.subscribers: set[Subscriber] = set()
         self.done = False
         self._task: asyncio.Task[None] | None = None
+        self.stream_revision = 0
+        """Every change under the prefix up to this store revision has been published here
+        (the last event's revision, or more when the store reports progress)."""
+        self._catch_up: list[tuple[int, asyncio.Future[None]]] = []
+        self.cache: dict[str, CacheEntry] | None = None
+        """The current objects under the prefix by key (upstream's watch cache), once loaded."""
+        self.cache_revision = 0
+        """The store revision the cache's content is the state at."""
+        self._sorted_keys: list[str] | None = None
+        self._cache_load: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         self.horizon = self.last_revision = await self.storage.current_revision()
+        self.stream_revision = self.horizon
         self._task = asyncio.create_task(self._run(), name=f"watch-fanout {self.prefix}")
 
     async def _run(self) -> None:
         error: dict[str, Any] | None = None
         try:
-            async for ev in self.storage.watch(self.prefix, since=self.horizon):
+            if reports_progress(self.storage):
+                events = cast(_ReportsProgress, self.storage).watch(
+                    self.prefix, since=self.horizon, progress=self._progress
+                )
+            else:
+                events = self.storage.watch(self.prefix, since=self.horizon)
+            async for ev in events:
                 self._publish(CachedEvent.from_storage(ev))
         except StorageError as exc:
             logger.warning("watch on %s ended: %s", self.prefix, exc)
@@ -197,13 +257,54 @@ class Broadcaster:
             error = expired(reason).to_status()
         finally:
             self.done = True
+            self.cache = None
+            for _revision, waiter in self._catch_up:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._catch_up.clear()
             for sub in list(self.subscribers):
                 sub.close(error)
             self.subscribers.clear()
 
+    def _progress(self, revision: int) -> None:
+        """The store says every change under the prefix up to ``revision`` was handed out."""
+        if revision > self.stream_revision:
+            self._advance(revision)
+
+    def _advance(self, revision: int) -> None:
+        self.stream_revision = revision
+        if self.cache is not None and revision > self.cache_revision:
+            self.cache_revision = revision
+        if self._catch_up:
+            waiting = []
+            for wanted, waiter in self._catch_up:
+                if wanted <= revision:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    waiting.append((wanted, waiter))
+            self._catch_up = waiting
+
+    def _apply(self, ev: CachedEvent) -> None:
+        cache = self.cache
+        assert cache is not None
+        key = ev.key
+        if ev.type == "DELETED":
+            if cache.pop(key, None) is not None:
+                self._sorted_keys = None
+            return
+        if key not in cache:
+            self._sorted_keys = None
+        cache[key] = CacheEntry(ev.obj)
+
     def _publish(self, ev: CachedEvent) -> None:
         self.history.append(ev)
         self.last_revision = ev.revision
+        if self.cache is not None and ev.revision > self.cache_revision:
+            self._apply(ev)
+            self.cache_revision = ev.revision
+        if ev.revision > self.stream_revision:
+            self._advance(ev.revision)
         if len(self.history) > 2 * self.history_limit:
             cut = len(self.history) - self.history_limit
             self.horizon = self.history[cut - 1].revision
@@ -224,6 +325,79 @@ class Broadcaster:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+
+    # -- the list cache ------------------------------------------------------------------
+
+    async def ensure_cache(self) -> bool:
+        """Load the list cache (once; concurrent callers share the load). False if it cannot."""
+        if self.cache is not None:
+            return True
+        if self.done:
+            return False
+        if self._cache_load is None or self._cache_load.done():
+            self._cache_load = asyncio.ensure_future(self._load_cache())
+        await asyncio.shield(self._cache_load)
+        return self.cache is not None
+
+    async def _load_cache(self) -> None:
+        for _attempt in range(3):
+            page = await self.storage.list(self.prefix)
+            if self.done:
+                return
+            if page.revision < self.horizon:
+                continue  # history was trimmed meanwhile: it no longer bridges the list
+            cache: dict[str, CacheEntry] = {}
+            for obj in page.items:
+                key = cache_key(self.prefix, obj)
+                if key is None or key in cache:
+                    logger.warning("no list cache for %s: an object without a key", self.prefix)
+                    return
+                cache[key] = CacheEntry(obj)
+            self.cache = cache
+            self._sorted_keys = list(cache)  # the store lists in key order
+            self.cache_revision = page.revision
+            start = bisect.bisect_right(self.history, page.revision, key=lambda e: e.revision)
+            for ev in self.history[start:]:
+                self.cache_revision = ev.revision
+                self._apply(ev)
+            if self.stream_revision > self.cache_revision:
+                self.cache_revision = self.stream_revision
+            logger.info(
+                "list cache for %s: %d objects at revision %d",
+                self.prefix,
+                len(cache),
+                self.cache_revision,
+            )
+            return
+
+    async def caught_up(self, revision: int) -> bool:
+        """Wait until every change up to ``revision`` is in the cache (False after
+        CATCH_UP_TIMEOUT s, or when the store does not report progress)."""
+        if self.cache_revision >= revision:
+            return True
+        if not reports_progress(self.storage) or self.done:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._catch_up.append((revision, waiter))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), CATCH_UP_TIMEOUT)
+        return self.cache is not None and self.cache_revision >= revision
+
+    def cached(self, key_prefix: str, matches: Matcher | None) -> list[CacheEntry]:
+        """The cached objects under ``key_prefix`` passing ``matches``, in key order."""
+        cache = self.cache
+        assert cache is not None
+        keys = self._sorted_keys
+        if keys is None:
+            keys = self._sorted_keys = sorted(cache)
+        if key_prefix != self.prefix:
+            lo = bisect.bisect_left(keys, key_prefix)
+            hi = bisect.bisect_left(keys, key_prefix + "\U0010ffff")
+            keys = keys[lo:hi]
+        entries = [cache[k] for k in keys]
+        if matches is None:
+            return entries
+        return [e for e in entries if matches(e.obj)]
 
     async def close(self) -> None:
         if self._task is not None:
@@ -304,6 +478,28 @@ class WatchHub:
         if task is not None:
             sub.close()
             task.cancel()
+
+    async def cached_list(
+        self, prefix: str, key_prefix: str, matches: Matcher | None, *, consistent: bool
+    ) -> tuple[list[CacheEntry], int] | None:
+        """The objects under ``key_prefix`` from the watch cache and the revision they are
+        the state at, or None when the cache cannot answer (the caller reads the store).
+
+        ``consistent``: only a state at least as new as the store's current revision
+        (a list with no resourceVersion); otherwise any recent state (resourceVersion "0").
+        """
+        if self.closed:
+            return None
+        bc = await self.broadcaster(prefix)
+        if not await bc.ensure_cache():
+            return None
+        if consistent or reports_progress(self.storage):
+            current = await self.storage.current_revision()
+            if not await bc.caught_up(current):
+                return None
+        if bc.cache is None:
+            return None
+        return bc.cached(key_prefix, matches), bc.cache_revision
 
     def last_revision(self, prefix: str) -> int:
         bc = self._broadcasters.get(prefix)

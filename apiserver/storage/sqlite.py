@@ -41,7 +41,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
@@ -168,6 +168,8 @@ class _Subscriber:
     prefix: str
     queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     lagging: bool = False  # overflowed: nothing is queued until it has re-read the log
+    progress: Callable[[int], None] | None = None
+    idle: bool = False  # waiting on an empty queue: everything published was handed out
 
 
 _STOP: Final = object()
@@ -562,6 +564,10 @@ class SqliteStorage:
                     self._fan_out(write)
             if not write.future.done():
                 write.future.set_result(None)
+        for subscriber in self._subscribers:
+            # Progress for watches this batch did not touch (a cache's "I am current").
+            if subscriber.idle and subscriber.progress is not None and subscriber.queue.empty():
+                subscriber.progress(self._revision)
 
     def _fan_out(self, write: _Write) -> None:
         event: WatchEvent | None = None
@@ -587,9 +593,16 @@ class SqliteStorage:
 
     # -- watch -----------------------------------------------------------------------
 
-    async def watch(self, prefix: str, *, since: int) -> AsyncIterator[WatchEvent]:
+    reports_watch_progress: Final = True
+    """``watch(..., progress=f)``: ``f(revision)`` whenever the watch has handed out every
+    change under its prefix up to ``revision`` and waits for more (upstream's progress
+    notify), so a cache fed by the watch knows when it is current."""
+
+    async def watch(
+        self, prefix: str, *, since: int, progress: Callable[[int], None] | None = None
+    ) -> AsyncIterator[WatchEvent]:
         self._ready()
-        subscriber = _Subscriber(prefix)
+        subscriber = _Subscriber(prefix, progress=progress)
         self._subscribers.add(subscriber)
         try:
             last = since if since > 0 else self._revision
@@ -600,7 +613,12 @@ class SqliteStorage:
                     yield event
                     last = event.revision
             while True:
+                if subscriber.queue.empty():
+                    if progress is not None and not subscriber.lagging:
+                        progress(self._revision)
+                    subscriber.idle = True
                 item = await subscriber.queue.get()
+                subscriber.idle = False
                 if item is None:
                     return
                 if item is _RESYNC:
