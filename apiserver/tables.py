@@ -9,6 +9,8 @@ work; ``includeObject=Object`` (``--sort-by``) carries the whole object.
 
 from __future__ import annotations
 
+import dis
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -74,7 +76,9 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365}y"
 
 
+@functools.lru_cache(maxsize=65_536)
 def _parse_time(value: str) -> datetime:
+    # Memoised: every Table of a list parses each object's creationTimestamp again.
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
@@ -137,8 +141,67 @@ AGE_COLUMN = Column("Age", _age, description=AGE_DESCRIPTION)
 DEFAULT_COLUMNS: tuple[Column, ...] = (NAME_COLUMN, AGE_COLUMN)
 
 
+ROW_MEMO_LIMIT = 100_000
+"""Rows remembered per column set (then forgotten all at once)."""
+_row_memos: dict[tuple[Column, ...], dict[tuple[str, str], list[Any]]] = {}
+_reads_now: dict[CellFunction, bool] = {}
+
+
+def reads_now(value: CellFunction) -> bool:
+    """Whether a cell function reads its ``now`` argument (an age); if it does not, its
+    cell is a function of the object alone. Cells take the time only from ``now``."""
+    found = _reads_now.get(value)
+    if found is None:
+        code = getattr(value, "__code__", None)
+        if code is None or code.co_argcount < 2:
+            found = True
+        else:
+            now_name = code.co_varnames[1]
+            found = any(
+                ins.argval == now_name and ins.opname.startswith("LOAD_")
+                for ins in dis.get_instructions(code)
+            )
+        if len(_reads_now) > 4096:  # cell functions made per CRD version
+            _reads_now.clear()
+        _reads_now[value] = found
+    return found
+
+
 def cells(columns: Sequence[Column], objs: Iterable[RawObject], now: datetime) -> list[list[Any]]:
-    return [[column.value(obj, now) for column in columns] for obj in objs]
+    """The rows' cells. Cells that do not depend on the time are remembered per object
+    version (uid and resourceVersion: a stored version never changes), so listing the same
+    objects again computes only their ages."""
+    cols = tuple(columns)
+    timed = [reads_now(c.value) for c in cols]
+    if all(timed):
+        return [[column.value(obj, now) for column in cols] for obj in objs]
+    memo = _row_memos.get(cols)
+    if memo is None or len(memo) > ROW_MEMO_LIMIT:
+        if len(_row_memos) > 256:
+            _row_memos.clear()
+        memo = _row_memos[cols] = {}
+    pairs = list(zip(cols, timed, strict=True))
+    rows = []
+    for obj in objs:
+        meta = obj.get("metadata")
+        version = None
+        if isinstance(meta, dict):
+            uid, rv = meta.get("uid"), meta.get("resourceVersion")
+            if isinstance(uid, str) and isinstance(rv, str) and uid and rv:
+                version = (uid, rv)
+        if version is None:
+            rows.append([column.value(obj, now) for column in cols])
+            continue
+        known = memo.get(version)
+        if known is None:
+            row = [column.value(obj, now) for column in cols]
+            memo[version] = [None if t else cell for cell, t in zip(row, timed, strict=True)]
+        else:
+            row = [
+                c.value(obj, now) if t else cell for (c, t), cell in zip(pairs, known, strict=True)
+            ]
+        rows.append(row)
+    return rows
 
 
 def partial_object_metadata(obj: RawObject) -> RawObject:
