@@ -287,43 +287,70 @@ def _exhausted(net: Network, size: int) -> RangeExhausted:
     )
 
 
-async def claim_requested(api: ClaimApi, net: Network, text: str, parent: ParentRef) -> Address:
+async def claim_requested(
+    api: ClaimApi, net: Network, text: str, parent: ParentRef, *, renew: bool = False
+) -> Address:
     """Claim the address a user asked for, or refuse it with a clear message.
 
-    A claim that already belongs to the same Service is accepted (idempotent retries of
-    the same create, or the webhook and the fallback handler both seeing the Service).
+    A claim that already belongs to the same Service is accepted (the webhook and the
+    stored-Service handler both seeing one Service; a second webhook replica). With
+    ``renew`` (a Service about to be created) such a claim is replaced by a fresh one:
+    it may be the claim of a deleted Service of the same name, whose release must not
+    take the address from the new one (see ``release``'s ``deleted_at``).
     """
     ip = parse_requested(text, net)
-    try:
-        await api.create_claim(claim_body(ip, parent))
-        return ip
-    except ClaimExists:
-        pass
-    existing = await api.get_claim(claim_name(ip))
-    if existing is None:  # released between our create and get: try once more
+    for _attempt in range(3):
         try:
             await api.create_claim(claim_body(ip, parent))
             return ip
         except ClaimExists:
-            existing = await api.get_claim(claim_name(ip))
-    owner = parent_of(existing) if existing else None
-    if owner == parent:
-        return ip
-    raise AddressInUse(
-        f"spec.clusterIP {ip} is already allocated"
-        + (f" to Service {owner}" if owner else "")
-        + "; pick another address or leave spec.clusterIP empty"
-    )
+            pass
+        existing = await api.get_claim(claim_name(ip))
+        if existing is None:
+            continue  # released between our create and get: try again
+        owner = parent_of(existing)
+        if owner != parent:
+            raise AddressInUse(
+                f"spec.clusterIP {ip} is already allocated"
+                + (f" to Service {owner}" if owner else "")
+                + "; pick another address or leave spec.clusterIP empty"
+            )
+        if not renew:
+            return ip
+        uid = (existing.get("metadata") or {}).get("uid")
+        await api.delete_claim(claim_name(ip), uid=uid)
+        renew = False  # once: if someone else claims it now, it is theirs
+    raise AddressInUse(f"spec.clusterIP {ip} is being claimed and released concurrently; try again")
 
 
-async def release(api: ClaimApi, ip_text: str, parent: ParentRef) -> bool:
-    """Delete the claim on ``ip_text`` if it belongs to ``parent``; True if deleted."""
+def _revision(obj: Mapping[str, Any] | None) -> int | None:
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
+    except ValueError:
+        return None
+
+
+async def release(
+    api: ClaimApi, ip_text: str, parent: ParentRef, *, deleted_at: str | None = None
+) -> bool:
+    """Delete the claim on ``ip_text`` if it belongs to ``parent``; True if deleted.
+
+    ``deleted_at`` is the resourceVersion of the Service's deletion: a claim written
+    after it belongs to a Service of the same name created since, and is kept. (This
+    project's resourceVersions are the store's revision numbers, so they compare.)
+    """
     try:
         ip = ipaddress.ip_address(ip_text)
     except ValueError:
         return False
     existing = await api.get_claim(claim_name(ip))
     if existing is None or parent_of(existing) != parent:
+        return False
+    claim_rv, deletion_rv = (
+        _revision(existing),
+        _revision({"metadata": {"resourceVersion": deleted_at}}),
+    )
+    if claim_rv is not None and deletion_rv is not None and claim_rv > deletion_rv:
         return False
     uid = (existing.get("metadata") or {}).get("uid")
     return await api.delete_claim(claim_name(ip), uid=uid)

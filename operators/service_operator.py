@@ -61,7 +61,9 @@ class ServiceAllocator:
         parent = ParentRef(namespace, name)
         requested = spec.get("clusterIP") or next(iter(spec.get("clusterIPs") or []), "")
         if requested:
-            ip = await ipam.claim_requested(self.claims, self.network, requested, parent)
+            ip = await ipam.claim_requested(
+                self.claims, self.network, requested, parent, renew=True
+            )
         else:
             ip = await ipam.claim_any(self.claims, self.network, parent, in_use=self.in_use)
         self.known_claims.add(str(ip))
@@ -116,8 +118,8 @@ class ServiceAllocator:
             with contextlib.suppress(ClientError):
                 await ipam.release(self.claims, str(ip), parent)
             return
-        # any other failure (a timeout, a 5xx) may have written it: the claim stays, and
-        # the sweep frees it if the Service does not hold it
+        # (any other failure, a timeout or a 5xx, propagates: the write may have happened,
+        # so the claim stays, and the sweep frees it if the Service does not hold it)
         self.known_claims.add(str(ip))
         logger.info("allocated ClusterIP %s to stored Service %s", ip, parent)
 
@@ -131,10 +133,18 @@ class ServiceAllocator:
         self.known_claims.add(ip)
 
     async def release(self, body: Mapping[str, Any]) -> None:
+        """Release a deleted Service's addresses, unless a Service of the same name,
+        created again since, holds them (it asked for the same address)."""
         meta = body.get("metadata") or {}
         parent = ParentRef(meta.get("namespace") or "default", meta.get("name") or "")
-        for ip in sorted(ipam.service_addresses(body)):
-            if await ipam.release(self.claims, ip, parent):
+        try:
+            again = await self.api.get("v1", "services", parent.name, parent.namespace)
+        except NotFound:
+            again = {}
+        held_again = ipam.service_addresses(again)
+        for ip in sorted(ipam.service_addresses(body) - held_again):
+            deleted_at = meta.get("resourceVersion")
+            if await ipam.release(self.claims, ip, parent, deleted_at=deleted_at):
                 logger.info("released ClusterIP %s of deleted Service %s", ip, parent)
             self.known_claims.discard(ip)
 

@@ -533,3 +533,20 @@ async def test_invalid_patch_is_422(api: ApiClient) -> None:
             "default",
             patch_type="json",
         )
+
+
+async def test_recreating_a_service_with_its_address_keeps_the_claim(
+    api: ApiClient, namespace: str
+) -> None:
+    ip = "10.96.3.201"
+    await api.create("v1", "services", service_body("again", {"a": "b"}, clusterIP=ip), namespace)
+    await api.delete("v1", "services", "again", namespace)
+    await api.create("v1", "services", service_body("again", {"a": "b"}, clusterIP=ip), namespace)
+
+    async def claimed_for_a_while() -> None:
+        for _ in range(20):  # the old Service's release has long run by the end of this
+            claim = await api.get("networking.k8s.io/v1", "ipaddresses", ip)
+            assert claim["spec"]["parentRef"]["name"] == "again"
+            await asyncio.sleep(0.1)
+
+    await eventually(claimed_for_a_while)

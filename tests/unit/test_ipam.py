@@ -32,7 +32,8 @@ class FakeClaims:
         if name in self.objects:
             raise ClaimExists(name)
         self._uid += 1
-        stored = {**body, "metadata": {**body["metadata"], "uid": f"uid-{self._uid}"}}
+        meta = {**body["metadata"], "uid": f"uid-{self._uid}", "resourceVersion": str(self._uid)}
+        stored = {**body, "metadata": meta}
         self.objects[name] = stored
         return stored
 
@@ -43,6 +44,7 @@ class FakeClaims:
         obj = self.objects.get(name)
         if obj is None or (uid is not None and obj["metadata"]["uid"] != uid):
             return False
+        self._uid += 1  # a store revision per write
         del self.objects[name]
         return True
 
@@ -226,3 +228,25 @@ def test_claim_hints_track_names_and_parents() -> None:
     assert hints.parent("10.96.0.2") == OTHER
     hints.remove("10.96.0.1")
     assert hints.claims_of(WEB) == set() and "10.96.0.1" not in hints
+
+
+async def test_renewing_a_requested_address_replaces_the_services_own_claim() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.96.0.0/12")
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB)
+    old_uid = api.objects["10.96.0.10"]["metadata"]["uid"]
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB, renew=True)
+    assert api.objects["10.96.0.10"]["metadata"]["uid"] != old_uid
+    assert ipam.parent_of(api.objects["10.96.0.10"]) == WEB
+
+
+async def test_release_keeps_a_claim_written_after_the_services_deletion() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.96.0.0/12")
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB)  # revision 1
+    api._uid += 1  # the Service is deleted at revision 2 ...
+    deleted_at = str(api._uid)
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB, renew=True)  # ... and created again
+    assert await ipam.release(api, "10.96.0.10", WEB, deleted_at=deleted_at) is False
+    assert "10.96.0.10" in api.objects
+    assert await ipam.release(api, "10.96.0.10", WEB, deleted_at=str(api._uid + 1)) is True
