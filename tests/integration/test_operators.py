@@ -199,7 +199,9 @@ async def test_seed_service_has_its_cluster_ip_in_the_create_response_and_a_slic
     port = service["spec"]["ports"][0]
 
     async def slice_has_pod() -> None:
-        [slice_] = await slices_of(api, namespace, service["metadata"]["name"])
+        slices = await slices_of(api, namespace, service["metadata"]["name"])
+        assert len(slices) == 1, slices
+        slice_ = slices[0]
         assert [e["addresses"] for e in slice_["endpoints"]] == [["10.2.16.5"]]
         # "nginx" is 6800 (the seed's second "nginx" port, 6880, had to be renamed)
         assert slice_["ports"] == [{"name": port["name"], "port": 6800, "protocol": "TCP"}]
@@ -215,7 +217,10 @@ async def test_seed_service_has_its_cluster_ip_in_the_create_response_and_a_slic
     await eventually(slice_has_pod)
 
     async def endpoints_object() -> None:
-        ep = await api.get("v1", "endpoints", service["metadata"]["name"], namespace)
+        try:
+            ep = await api.get("v1", "endpoints", service["metadata"]["name"], namespace)
+        except NotFound:
+            raise AssertionError("no Endpoints yet") from None
         assert ep["subsets"][0]["addresses"][0]["ip"] == "10.2.16.5"
         assert ep["subsets"][0]["ports"][0]["port"] == 6800
 
@@ -258,7 +263,10 @@ async def test_pod_churn_is_followed(api: ApiClient, namespace: str) -> None:
     assert placeholder["endpoints"] in ([], None)
 
     async def endpoints_empty() -> None:
-        ep = await api.get("v1", "endpoints", "web", namespace)
+        try:
+            ep = await api.get("v1", "endpoints", "web", namespace)
+        except NotFound:
+            raise AssertionError("no Endpoints yet") from None
         assert not ep.get("subsets")
 
     await eventually(endpoints_empty)
@@ -545,7 +553,10 @@ async def test_recreating_a_service_with_its_address_keeps_the_claim(
 
     async def claimed_for_a_while() -> None:
         for _ in range(20):  # the old Service's release has long run by the end of this
-            claim = await api.get("networking.k8s.io/v1", "ipaddresses", ip)
+            try:
+                claim = await api.get("networking.k8s.io/v1", "ipaddresses", ip)
+            except NotFound:
+                raise AssertionError(f"{ip} is not claimed") from None
             assert claim["spec"]["parentRef"]["name"] == "again"
             await asyncio.sleep(0.1)
 
