@@ -23,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from minik8s.client import AlreadyExists, ApiClient, NotFound
+from minik8s.client import AlreadyExists, ApiClient, ClientError, NotFound
 from operators import selection
 from operators.events import post_event
 from operators.selection import PodView, ServiceView, Unresolved
@@ -35,6 +35,8 @@ ServiceKey = tuple[str, str]  # (namespace, name)
 LabelKey = tuple[str, str, str]  # (namespace, label key, label value)
 
 SLICE_API = "discovery.k8s.io/v1"
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -74,6 +76,7 @@ class EndpointReconciler:
         self.members: dict[ServiceKey, set[str]] = {}  # (ns, svc) -> pod names in it
         self.pod_services: dict[ServiceKey, set[str]] = {}  # (ns, pod) -> svc names
         self.reported: dict[ServiceKey, set[Unresolved]] = {}
+        self._retries: dict[ServiceKey, asyncio.Task[None]] = {}
 
     def _lock(self, key: ServiceKey) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -118,7 +121,33 @@ class EndpointReconciler:
 
     # -- reconcile ---------------------------------------------------------------------
 
-    async def reconcile(
+    async def reconcile(self, key: ServiceKey, *indexes: Any, attempt: int = 0) -> None:
+        """Reconcile one Service; on an API failure, again later (kopf does not redeliver
+        an event whose handler failed, and the next event may be long in coming)."""
+        try:
+            await self._reconcile_once(key, *indexes)
+        except ClientError as exc:
+            delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2**attempt)
+            logger.warning(
+                "EndpointSlices of %s/%s not written (%s); retrying in %.1fs",
+                key[0],
+                key[1],
+                exc,
+                delay,
+            )
+            if key not in self._retries:
+                self._retries[key] = asyncio.create_task(
+                    self._again(key, indexes, delay, attempt + 1), name=f"reconcile {key}"
+                )
+
+    async def _again(
+        self, key: ServiceKey, indexes: tuple[Any, ...], delay: float, attempt: int
+    ) -> None:
+        await asyncio.sleep(delay)
+        self._retries.pop(key, None)
+        await self.reconcile(key, *indexes, attempt=attempt)
+
+    async def _reconcile_once(
         self,
         key: ServiceKey,
         services_by_name: kopf.Index[ServiceKey, ServiceView],
