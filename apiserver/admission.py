@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 import jsonpatch
 
 from apiserver.admission_seam import AdmissionDenied, Operation
@@ -42,6 +41,8 @@ from apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column
 from apiserver.validation import Cause
 
 if TYPE_CHECKING:
+    import httpx
+
     from apiserver.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -678,6 +679,8 @@ class WebhookAdmission:
         review = build_review(
             op, resource, obj, old, namespace, name, dry_run, subresource=subresource
         )
+        import httpx  # only when a webhook is called: it costs ~0.1 s at startup
+
         uid = review["request"]["uid"]
         timeout = max(1, min(webhook.timeout_seconds, MAX_TIMEOUT_SECONDS))
         try:
@@ -738,6 +741,8 @@ class WebhookAdmission:
     def _client(self, ca_bundle: bytes) -> httpx.AsyncClient:
         client = self._clients.get(ca_bundle)
         if client is None:
+            import httpx
+
             verify: ssl.SSLContext | bool = True
             if ca_bundle:
                 verify = ssl.create_default_context(cadata=ca_bundle.decode("ascii", "replace"))

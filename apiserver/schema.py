@@ -16,18 +16,20 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import ipaddress
 import json
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from apiserver.errors import StatusCause
+
+if TYPE_CHECKING:
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
 
 JsonObject = dict[str, Any]
 
@@ -308,9 +310,6 @@ def to_json_schema(schema: Mapping[str, Any], *, root: bool = True) -> JsonObjec
     return out
 
 
-_format_checker = jsonschema.FormatChecker(formats=())
-
-
 def _is_date_time(value: object) -> bool:
     if isinstance(value, str):
         datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -353,25 +352,35 @@ def _is_byte(value: object) -> bool:
     return True
 
 
-for _name, _check in {
-    "date-time": _is_date_time,
-    "date": _is_date,
-    "ipv4": _is_ipv4,
-    "ipv6": _is_ipv6,
-    "cidr": _is_cidr,
-    "uuid": _is_uuid,
-    "byte": _is_byte,
-}.items():
-    _format_checker.checks(_name, raises=(ValueError, TypeError, binascii.Error))(_check)
+@functools.cache
+def _format_checker() -> jsonschema.FormatChecker:
+    """The formats Kubernetes checks (jsonschema is imported when a CRD schema is first
+    compiled: it costs ~60 ms at startup)."""
+    import jsonschema
+
+    checker = jsonschema.FormatChecker(formats=())
+    for name, check in {
+        "date-time": _is_date_time,
+        "date": _is_date,
+        "ipv4": _is_ipv4,
+        "ipv6": _is_ipv6,
+        "cidr": _is_cidr,
+        "uuid": _is_uuid,
+        "byte": _is_byte,
+    }.items():
+        checker.checks(name, raises=(ValueError, TypeError, binascii.Error))(check)
+    return checker
 
 
 class ObjectSchema:
     """A CRD version's ``openAPIV3Schema``, compiled once and used for every write."""
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
+        import jsonschema
+
         self.schema: Mapping[str, Any] = schema
         self._validator = jsonschema.Draft4Validator(
-            to_json_schema(schema), format_checker=_format_checker
+            to_json_schema(schema), format_checker=_format_checker()
         )
 
     def admit(self, obj: JsonObject) -> list[StatusCause]:
@@ -408,6 +417,8 @@ def _translate(error: ValidationError) -> Iterator[StatusCause]:
                     yield required(field_path([*parts, prop]))
         return
     if keyword in ("anyOf", "oneOf") and error.context:
+        import jsonschema.exceptions
+
         best = jsonschema.exceptions.best_match(error.context)
         if best is not None:
             yield from _translate(best)
@@ -466,6 +477,8 @@ def check_schema(schema: Any, base: str) -> list[StatusCause]:
     _check_node(schema, base, errors, specified=True)
     if errors:
         return errors
+    import jsonschema
+
     try:
         jsonschema.Draft4Validator.check_schema(to_json_schema(schema))
     except jsonschema.SchemaError as exc:
@@ -532,9 +545,11 @@ def _check_default(node: Mapping[str, Any], base: str, errors: list[StatusCause]
     if isinstance(value, dict):
         _prune_object(value, node, keep=())
         _default(value, node)
+    import jsonschema
+
     try:
         validator = jsonschema.Draft4Validator(
-            to_json_schema(node, root=False), format_checker=_format_checker
+            to_json_schema(node, root=False), format_checker=_format_checker()
         )
         problems = list(validator.iter_errors(value))
     except jsonschema.SchemaError:
