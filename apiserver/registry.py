@@ -909,7 +909,9 @@ class Registry:
         """Subscribe; with no (or "0") resourceVersion the current objects come first."""
         matches = self.matcher(resource, label_selector, field_selector)
         base = self.prefix(resource)
-        filter_ = WatchFilter(self.prefix(resource, namespace), matches)
+        filter_ = WatchFilter(
+            self.prefix(resource, namespace), matches, (label_selector, field_selector)
+        )
         initial: ObjList = []
         if resource_version in ("", "0") or send_initial_events:
             await self.hub.broadcaster(base)

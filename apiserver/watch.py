@@ -116,6 +116,16 @@ class WatchFilter:
 
     key_prefix: str
     matches: Matcher | None = None
+    selectors: tuple[str, str] | None = None
+    """The label and field selectors ``matches`` was made from: watchers with the same
+    prefix and selectors share one filtering of each event. None: not shared."""
+
+    def share_key(self) -> tuple[str, str, str] | None:
+        if self.matches is None:
+            return (self.key_prefix, "", "")
+        if self.selectors is None:
+            return None
+        return (self.key_prefix, *self.selectors)
 
     def apply(self, ev: CachedEvent) -> CachedEvent | None:
         if not ev.key.startswith(self.key_prefix):
@@ -166,12 +176,20 @@ class Subscriber:
         """A revision the client may resume from without missing an event."""
         return self.last_revision if self.pending else max(self.seen_revision, self.last_revision)
 
-    def push(self, ev: CachedEvent) -> None:
+    def push(self, ev: CachedEvent, shared: dict[object, CachedEvent | None] | None = None) -> None:
+        """Offer ``ev``; ``shared`` holds the filterings of ``ev`` already made for other
+        subscribers with the same filter (one event to many watchers filters once)."""
         if ev.revision <= self.since or self.closed is not None:
             return
         if ev.revision > self.seen_revision:
             self.seen_revision = ev.revision
-        seen = self.filter.apply(ev)
+        key = self.filter.share_key() if shared is not None else None
+        if key is None or shared is None:
+            seen = self.filter.apply(ev)
+        elif key in shared:
+            seen = shared[key]
+        else:
+            seen = shared[key] = self.filter.apply(ev)
         if seen is None:
             return
         if self.sink is not None and not self.pending and self.sink(seen):
@@ -309,8 +327,9 @@ class Broadcaster:
             cut = len(self.history) - self.history_limit
             self.horizon = self.history[cut - 1].revision
             del self.history[:cut]
+        shared: dict[object, CachedEvent | None] = {}
         for sub in list(self.subscribers):
-            sub.push(ev)
+            sub.push(ev, shared)
 
     def subscribe(self, since: int, filter_: WatchFilter) -> Subscriber | None:
         """A subscriber replayed from history, or None when history does not reach ``since``."""

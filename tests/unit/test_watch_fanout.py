@@ -170,3 +170,21 @@ async def test_a_suspended_write_cancelled_midway_sees_the_cancellation() -> Non
     with pytest.raises(asyncio.CancelledError):
         await rest
     assert seen == ["cancelled"]
+
+
+def test_watchers_with_the_same_selectors_share_one_filtering_of_an_event() -> None:
+    calls = []
+
+    def counted(obj: dict[str, Any]) -> bool:
+        calls.append(obj)
+        return team_a(obj)
+
+    subs = [
+        Subscriber(0, WatchFilter("/registry/services/", counted, ("team=a", ""))) for _ in range(3)
+    ]
+    shared: dict[object, CachedEvent | None] = {}
+    ev = event("MODIFIED", 4, {"team": "a"}, {"team": "b"})
+    for sub in subs:
+        sub.push(ev, shared)
+    assert len(calls) == 2  # the object and its previous state, once
+    assert [[e.type for e in sub.pending] for sub in subs] == [["ADDED"]] * 3
