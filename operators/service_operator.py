@@ -9,7 +9,9 @@
   written with a resourceVersion test so that two replicas cannot both assign one; the
   loser releases its claim. A stored Service whose address has no claim (stored while
   the operator was down) gets its claim made, or a Warning Event if another holds it.
-- ``release_cluster_ip``: the claim goes when its Service does.
+  On the Service's DELETED event, the same handler releases its claim.
+- ``ip_claims`` (an index) and ``follow_ip_addresses`` keep what is claimed at hand: the
+  index is complete before any handler runs, the event handler also sees deletions.
 - ``Sweeper``: periodically deletes our claims no Service holds, once older than a grace
   period (a crash between claim and store, a create refused after admission).
 
@@ -72,7 +74,9 @@ class ServiceAllocator:
         return [str(ip)]
 
     async def allocate_stored(
-        self, body: Mapping[str, Any], claims: Mapping[str, Iterable[ParentRef | None]] = {}
+        self,
+        body: Mapping[str, Any],
+        claims: Mapping[str, Iterable[ParentRef | None]] | None = None,
     ) -> None:
         """Give a stored Service without an address one, or claim the one it holds.
 
@@ -89,7 +93,7 @@ class ServiceAllocator:
             confirmed = (
                 current in self.known_claims
                 or self.in_use.parent(current) == parent
-                or parent in claims.get(current, ())
+                or parent in (claims or {}).get(current, ())
             )
             if not confirmed:
                 await self.claim_held(body, parent, current)
