@@ -186,6 +186,19 @@ async def test_reads_below_the_compacted_revision_are_compacted(store: Storage) 
     assert (await store.list("/registry/configmaps/default/")).items == [latest]
 
 
+async def test_reads_at_exactly_the_compacted_revision_still_work(store: Storage) -> None:
+    a = await store.create("/registry/configmaps/default/a", obj("a", v=1))
+    b = await store.create("/registry/configmaps/default/b", obj("b"))
+    await store.delete("/registry/configmaps/default/b")
+    mark = await store.guaranteed_update("/registry/configmaps/default/a", set_data(v="2"))
+    await store.guaranteed_update("/registry/configmaps/default/a", set_data(v="3"))
+    await store.compact(rv(mark))
+    page = await store.list("/registry/configmaps/default/", revision=rv(mark))
+    assert page.items == [mark]
+    assert await store.get("/registry/configmaps/default/a", revision=rv(mark)) == mark
+    assert rv(a) < rv(b) < rv(mark)
+
+
 async def test_concurrent_guaranteed_updates_all_land(store: Storage) -> None:
     key = "/registry/configmaps/default/counter"
     await store.create(key, obj("counter"))
