@@ -180,7 +180,7 @@ def cells(columns: Sequence[Column], objs: Iterable[RawObject], now: datetime) -
         if len(_row_memos) > 256:
             _row_memos.clear()
         memo = _row_memos[cols] = {}
-    pairs = list(zip(cols, timed, strict=True))
+    dynamic = [(i, c) for i, (c, t) in enumerate(zip(cols, timed, strict=True)) if t]
     rows = []
     for obj in objs:
         meta = obj.get("metadata")
@@ -195,11 +195,11 @@ def cells(columns: Sequence[Column], objs: Iterable[RawObject], now: datetime) -
         known = memo.get(version)
         if known is None:
             row = [column.value(obj, now) for column in cols]
-            memo[version] = [None if t else cell for cell, t in zip(row, timed, strict=True)]
+            memo[version] = row.copy()
         else:
-            row = [
-                c.value(obj, now) if t else cell for (c, t), cell in zip(pairs, known, strict=True)
-            ]
+            row = known.copy()
+            for i, column in dynamic:
+                row[i] = column.value(obj, now)
         rows.append(row)
     return rows
 
