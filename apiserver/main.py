@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -74,6 +75,7 @@ async def serve(store_url: str, sock: socket.socket) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    tune_gc()  # first: fewer collections while the imports build the models, too
     from apiserver.storage.factory import StoreUrlError, open_storage
 
     store_url = args.store or default_store()
@@ -96,6 +98,17 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+GC_THRESHOLDS = (50_000, 20, 20)
+"""The collector's thresholds in a serving process. With the defaults (700, 10, 10) a
+Table of 10,000 cached objects (~100,000 new containers) set off full collections that
+walk every cached object: +150-250 ms on one list in three. Reference counting frees
+what the API allocates (JSON-shaped values have no cycles); the collector is for the rest."""
+
+
+def tune_gc() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def quiet_after_shutdown() -> None:

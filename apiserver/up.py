@@ -19,7 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-from apiserver.main import DEFAULT_HOST, DEFAULT_PORT, bind, quiet_after_shutdown, server_url
+from apiserver.main import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    bind,
+    quiet_after_shutdown,
+    server_url,
+    tune_gc,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +102,7 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    tune_gc()  # first: fewer collections while the imports build the models, too
     from apiserver.app import ApiServer, create_app, server_config
     from apiserver.storage.factory import open_storage
     from minik8s.config import write_kubeconfig
