@@ -234,16 +234,16 @@ class Registry:
         revision = _list_revision(resource_version, resource_version_match, limit, cont)
         prefix = self.prefix(resource, namespace)
         token = _Continue.decode(cont, prefix) if cont else None
-        if token is None and limit <= 0 and resource_version in ("", "0"):
-            # Upstream's watch cache: "0" is any recent state, unset waits until the
-            # cache has caught up with the store's current revision.
-            cached = await self.hub.cached_list(
-                self.prefix(resource), prefix, matches, consistent=not resource_version
-            )
-            if cached is not None:
-                entries, cache_revision = cached
-                return ListResult([e.obj for e in entries], cache_revision, entries=entries)
         try:
+            if token is None and limit <= 0 and resource_version in ("", "0"):
+                # Upstream's watch cache: "0" is any recent state, unset waits until the
+                # cache has caught up with the store's current revision.
+                cached = await self.hub.cached_list(
+                    self.prefix(resource), prefix, matches, consistent=not resource_version
+                )
+                if cached is not None:
+                    entries, cache_revision = cached
+                    return ListResult([e.obj for e in entries], cache_revision, entries=entries)
             if token is not None:
                 return await self._list_pages(
                     prefix, matches, limit, token.revision, token.storage, token.skip
