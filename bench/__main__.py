@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.report import DEFAULT_PATH, Report
+from bench.report import DEFAULT_PATH, Report, load_average
 
 HERE = Path(__file__).resolve().parent
 NOT_BENCHMARKS = {"__init__", "__main__", "report"}
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     for name in selected:
         report.module = name
+        report.loads[name] = load_average()
         started = time.monotonic()
         console.rule(f"[bold]bench {name}")
         try:

@@ -80,7 +80,8 @@ class Report:
         self.sections: list[Section] = []
         self.failures: dict[str, str] = {}
         self.started = dt.datetime.now(dt.UTC)
-        self.machine: dict[str, str] | None = machine()  # taken before anything runs
+        self.machine: dict[str, str] | None = machine()
+        self.loads: dict[str, str] = {}  # module -> load average when it started
 
     def section(self, title: str, *, note: str = "") -> Section:
         """The section ``title`` of the running module (created on first use)."""
@@ -149,7 +150,8 @@ class Report:
             if module in ran:
                 out.append(f"## {module}")
                 out.append("")
-                out.append(f"_Measured {when}._")
+                load = self.loads.get(module, "")
+                out.append(f"_Measured {when}; load average (1, 5, 15 min) at its start: {load}._")
                 out.append("")
                 if module in self.failures:
                     out += [f"**This module failed:** `{self.failures[module]}`", ""]
@@ -190,16 +192,16 @@ def machine() -> dict[str, str]:
         "kernel": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "disk": _disk(DEFAULT_PATH.parent.parent),
-        "load average at the start (1, 5, 15 min)": _load(),
     }
 
 
-def _load() -> str:
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (other work on the machine skews figures)."""
     try:
         one, five, fifteen = os.getloadavg()
     except OSError:
         return "unknown"
-    return f"{one:.2f}, {five:.2f}, {fifteen:.2f} (other work on the machine skews figures)"
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def _cpu_model() -> str:

@@ -34,6 +34,7 @@ from apiserver.storage.sqlite import SqliteStorage
 from bench.report import Report
 
 CREATES = 10_000
+ROUNDS = 3  # creates are timed in rounds (raw and ours alternating); the median is shown
 CONCURRENCY = 16
 PAGE = 500
 LIST_ROUNDS = 5
@@ -90,6 +91,25 @@ async def measure_rate(
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - started
     return Rate(count / elapsed, percentile(latencies, 50) * 1e3, percentile(latencies, 99) * 1e3)
+
+
+def median(rates: list[Rate]) -> Rate:
+    """The round with the median rate (its latencies come along)."""
+    return sorted(rates, key=lambda rate: rate.ops_per_s)[len(rates) // 2]
+
+
+def prefix_of(kind: str, round_: int) -> str:
+    """Round 0 of the concurrent creates fills the prefix the lists read (10,000 objects)."""
+    return (
+        "/registry/configmaps/bench/"
+        if kind == "c16" and round_ == 0
+        else (f"/registry/configmaps/{kind}-{round_}/")
+    )
+
+
+async def create_rounds(store: Storage, concurrency: int) -> Rate:
+    kind = "c16" if concurrency > 1 else "seq"
+    return median([await creates(store, prefix_of(kind, r), concurrency) for r in range(ROUNDS)])
 
 
 async def creates(store: Storage, prefix: str, concurrency: int) -> Rate:
@@ -201,8 +221,9 @@ async def sqlite_figures(report: Report, directory: Path) -> None:
         "SQLite store (embedded default)",
         note=(
             f"`SqliteStorage(synchronous='FULL')`: every commit is fsynced before it is"
-            f" acknowledged. {CREATES:,} creates of {OBJECT_BYTES} B objects; SQLite"
-            f" {sqlite3.sqlite_version}; default asyncio event loop."
+            f" acknowledged. {CREATES:,} creates of {OBJECT_BYTES} B objects per round, the"
+            f" median of {ROUNDS} rounds; SQLite {sqlite3.sqlite_version}; default asyncio"
+            " event loop."
         ),
     )
     fsyncs = await asyncio.to_thread(fdatasync_rate, directory)
@@ -211,9 +232,9 @@ async def sqlite_figures(report: Report, directory: Path) -> None:
     store = SqliteStorage(directory / "bench.sqlite", compact_interval=0)
     await store.start()
     try:
-        seq = await creates(store, "/registry/configmaps/seq/", 1)
+        seq = await create_rounds(store, 1)
         batches_before, writes_before = store.batches, store.writes
-        conc = await creates(store, "/registry/configmaps/bench/", CONCURRENCY)
+        conc = await create_rounds(store, CONCURRENCY)
         per_commit = (store.writes - writes_before) / max(store.batches - batches_before, 1)
         raw_list = await asyncio.to_thread(raw_sqlite_list, store.path)
         whole = await timed_ms(lambda: list_whole(store, "/registry/configmaps/bench/"))
@@ -224,8 +245,8 @@ async def sqlite_figures(report: Report, directory: Path) -> None:
     relaxed = SqliteStorage(directory / "normal.sqlite", synchronous="NORMAL", compact_interval=0)
     await relaxed.start()
     try:
-        relaxed_seq = await creates(relaxed, "/registry/configmaps/seq/", 1)
-        relaxed_conc = await creates(relaxed, "/registry/configmaps/bench/", CONCURRENCY)
+        relaxed_seq = await create_rounds(relaxed, 1)
+        relaxed_conc = await create_rounds(relaxed, CONCURRENCY)
     finally:
         await relaxed.close()
     section.row(
@@ -348,7 +369,8 @@ async def etcd_figures(report: Report, directory: Path) -> None:
             "`EtcdStorage` against Debian's etcd-server started here on loopback (default"
             " WAL fsync), sharing the 2 cores with the client. Baseline: the same aetcd"
             " client's own `transaction()` API doing txn create-if-absent puts of the same"
-            " bytes, at the same concurrency, in the same run."
+            f" bytes, at the same concurrency, in the same run; {CREATES:,} creates per round,"
+            f" raw and ours alternating, the median of {ROUNDS} rounds each."
         ),
     )
     if etcd_binary() is None:
@@ -363,10 +385,18 @@ async def etcd_figures(report: Report, directory: Path) -> None:
         store = EtcdStorage([server.endpoint], compact_interval=0)
         await store.start()
         try:
-            raw_seq = await raw_etcd_creates(server.endpoint, "/raw/seq/", 1)
-            sequential = await creates(store, "/registry/configmaps/seq/", 1)
-            raw_conc = await raw_etcd_creates(server.endpoint, "/raw/bench/", CONCURRENCY)
-            concurrent = await creates(store, "/registry/configmaps/bench/", CONCURRENCY)
+            rounds: dict[str, list[Rate]] = {"raw1": [], "ours1": [], "rawN": [], "oursN": []}
+            for concurrency, kind in ((1, "seq"), (CONCURRENCY, "c16")):
+                size = "1" if concurrency == 1 else "N"
+                for r in range(ROUNDS):
+                    rounds[f"raw{size}"].append(
+                        await raw_etcd_creates(server.endpoint, f"/raw/{kind}-{r}/", concurrency)
+                    )
+                    rounds[f"ours{size}"].append(
+                        await creates(store, prefix_of(kind, r), concurrency)
+                    )
+            raw_seq, sequential = median(rounds["raw1"]), median(rounds["ours1"])
+            raw_conc, concurrent = median(rounds["rawN"]), median(rounds["oursN"])
             raw_range = await raw_etcd_range_ms(server.endpoint, "/registry/configmaps/bench/")
             whole = await timed_ms(lambda: list_whole(store, "/registry/configmaps/bench/"))
             paged = await timed_ms(lambda: list_paged(store, "/registry/configmaps/bench/"))
