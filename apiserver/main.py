@@ -8,12 +8,27 @@ import gc
 import logging
 import signal
 import socket
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server's coroutine on uvloop when installed (uvicorn's own choice), else asyncio.
+
+    uvloop roughly halves the cost of the hand-off to the SQLite writer thread and of socket I/O.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def default_store(data_dir: Path | None = None) -> str:
@@ -94,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     logger.info("apiserver serving %s on store %s", url, store_url)
     quiet_after_shutdown()
     try:
-        asyncio.run(serve(store_url, sock))
+        run_event_loop(serve(store_url, sock))
     except KeyboardInterrupt:
         pass
     return 0

@@ -24,6 +24,7 @@ from apiserver.main import (
     DEFAULT_PORT,
     bind,
     quiet_after_shutdown,
+    run_event_loop,
     server_url,
     tune_gc,
 )
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     quiet_after_shutdown()
     try:
-        asyncio.run(main())
+        run_event_loop(main())
     except KeyboardInterrupt:
         pass
     finally:
