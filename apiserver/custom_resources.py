@@ -113,6 +113,9 @@ class CustomObjectStrategy(GenericStrategy):
         super().__init__(namespaced=kind.namespaced, has_status=has_status)
         self.kind = kind
         self.controller = controller
+        self.storage_api_version = f"{kind.group}/{kind.storage_version}"
+        """What objects are stored as (upstream's ``None`` conversion: the registry rewrites
+        only ``apiVersion``, to this on writes and to the request's version on reads)."""
         self._columns = {
             name: printer_columns(list(version.printer_columns))
             for name, version in kind.versions.items()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,14 @@ from apiserver.metrics import Metrics
 from apiserver.registry import FieldValidation, Registry, WriteResult
 from apiserver.resources import Resource, ResourceIndex
 from apiserver.watch import CacheEntry
-from apiserver.watch_http import ErrorStream, EventEncoder, JsonEvents, TableEvents, WatchResponse
+from apiserver.watch_http import (
+    ConvertedEvents,
+    ErrorStream,
+    EventEncoder,
+    JsonEvents,
+    TableEvents,
+    WatchResponse,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +332,7 @@ async def _dispatch(request: Request, state: ApiState, t: Target, verb: str) -> 
                 dry_run=_dry_run(request),
                 field_validation=_field_validation(request),
             )
-            return object_response(request, result.obj, 201, result.warnings)
+            return object_response(request, _served(reg, res, result.obj), 201, result.warnings)
         if method == "DELETE":
             listed = await reg.delete_collection(
                 res,
@@ -333,7 +341,8 @@ async def _dispatch(request: Request, state: ApiState, t: Target, verb: str) -> 
                 field_selector=request.query_params.get("fieldSelector", ""),
                 dry_run=_dry_run(request),
             )
-            return object_response(request, _list_body(res, listed.items, listed.revision))
+            items = _served_all(reg, res, listed.items)
+            return object_response(request, _list_body(res, items, listed.revision))
         raise errors.method_not_supported(res.plural, _verb_word(method), res.group)
     name = t.name
     if t.subresource and method not in ("GET", "PUT", "PATCH"):
@@ -341,7 +350,7 @@ async def _dispatch(request: Request, state: ApiState, t: Target, verb: str) -> 
             f"{res.plural}/{t.subresource}", _verb_word(method), res.group
         )
     if method == "GET":
-        obj = await reg.get(res, t.namespace, name)
+        obj = _served(reg, res, await reg.get(res, t.namespace, name))
         if _wants_table(request):
             return _table_response(request, state, res, [obj], _revision_of(obj))
         return object_response(request, obj)
@@ -356,12 +365,23 @@ async def _dispatch(request: Request, state: ApiState, t: Target, verb: str) -> 
             dry_run=_dry_run(request),
             field_validation=_field_validation(request),
         )
-        return object_response(request, result.obj, 200, result.warnings)
+        return object_response(request, _served(reg, res, result.obj), 200, result.warnings)
     if method == "PATCH":
         return await patch(request, state, t, name)
     if method == "DELETE":
         return await delete(request, state, t, name)
     raise errors.method_not_supported(res.plural, _verb_word(method), res.group)
+
+
+def _served(reg: Registry, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` as served at the URL's version (custom kinds: see Registry.converter)."""
+    convert = reg.converter(res)
+    return obj if convert is None else convert(obj)
+
+
+def _served_all(reg: Registry, res: Resource, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    convert = reg.converter(res)
+    return objs if convert is None else [convert(o) for o in objs]
 
 
 def _verb_word(method: str) -> str:
@@ -401,7 +421,8 @@ async def patch(request: Request, state: ApiState, t: Target, name: str) -> Resp
         dry_run=_dry_run(request),
         field_validation=_field_validation(request),
     )
-    return object_response(request, result.obj, 200, result.warnings)
+    obj = _served(state.registry, t.resource, result.obj)
+    return object_response(request, obj, 200, result.warnings)
 
 
 async def delete(request: Request, state: ApiState, t: Target, name: str) -> Response:
@@ -425,7 +446,8 @@ async def delete(request: Request, state: ApiState, t: Target, name: str) -> Res
         precondition_rv=preconditions.get("resourceVersion"),
         dry_run=dry_run,
     )
-    return object_response(request, result.obj, 200 if result.gone else 202)
+    obj = _served(state.registry, t.resource, result.obj)
+    return object_response(request, obj, 200 if result.gone else 202)
 
 
 def _list_body(
@@ -460,24 +482,41 @@ async def list_objects(request: Request, state: ApiState, t: Target) -> Response
         resource_version=q.get("resourceVersion", ""),
         resource_version_match=q.get("resourceVersionMatch", ""),
     )
+    convert = state.registry.converter(t.resource)
+    items = result.items if convert is None else [convert(o) for o in result.items]
     if _wants_table(request):
         return _table_response(
-            request, state, t.resource, result.items, result.revision, result.cont, result.remaining
+            request, state, t.resource, items, result.revision, result.cont, result.remaining
         )
     if result.entries is not None and not _wants_yaml(request):
-        return _cached_list_response(t.resource, result.entries, result.revision)
-    body = _list_body(t.resource, result.items, result.revision, result.cont, result.remaining)
+        return _cached_list_response(t.resource, result.entries, result.revision, convert)
+    body = _list_body(t.resource, items, result.revision, result.cont, result.remaining)
     if _wants_yaml(request):
         return Response(encode_yaml(body), media_type=YAML)
     return json_response(body)
 
 
-def _cached_list_response(res: Resource, entries: list[CacheEntry], revision: int) -> Response:
-    """The list as ``_list_body`` would encode it, items joined from their cached JSON."""
+def _cached_list_response(
+    res: Resource,
+    entries: list[CacheEntry],
+    revision: int,
+    convert: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Response:
+    """The list as ``_list_body`` would encode it, items joined from their cached JSON
+    (an item stored at another apiVersion than the URL's is converted and encoded anew)."""
     body = _list_body(res, [], revision)
     del body["items"]
     head = encode(body)  # {"kind":...,"apiVersion":...,"metadata":{...}}
-    items = b",".join([e.json() for e in entries])
+    if convert is None:
+        items = b",".join([e.json() for e in entries])
+    else:
+        wanted = res.api_version
+        items = b",".join(
+            [
+                e.json() if e.obj.get("apiVersion") == wanted else encode(convert(e.obj))
+                for e in entries
+            ]
+        )
     return Response(b"".join((head[:-1], b',"items":[', items, b"]}")), media_type=JSON)
 
 
@@ -577,6 +616,9 @@ async def watch(request: Request, state: ApiState, t: Target) -> Response:
             )
 
         encoder = TableEvents(one_row)
+    convert = reg.converter(res)
+    if convert is not None:
+        encoder = ConvertedEvents(encoder, convert, res.api_version)
     return WatchResponse(
         reg.hub,
         res,

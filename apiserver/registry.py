@@ -131,6 +131,32 @@ class Registry:
         found = self._strategies.get((resource.group, resource.kind))
         return found if found is not None else strategy_for(resource)
 
+    # -- versions of custom kinds -----------------------------------------------------
+
+    def converter(self, resource: Resource) -> Callable[[RawObject], RawObject] | None:
+        """How an object read from the store is served at ``resource``'s version: None for
+        kinds with one stored apiVersion (built-ins); for custom kinds, upstream's ``None``
+        conversion — only ``apiVersion`` is rewritten (on a shallow copy, never in place;
+        an object already at that version is returned as it is)."""
+        if getattr(self.strategy(resource), "storage_api_version", None) is None:
+            return None
+        wanted = resource.api_version
+
+        def convert(obj: RawObject) -> RawObject:
+            if obj.get("apiVersion") == wanted:
+                return obj
+            out = dict(obj)
+            out["apiVersion"] = wanted
+            return out
+
+        return convert
+
+    def _to_storage_version(self, resource: Resource, obj: RawObject) -> None:
+        """Set a custom object's ``apiVersion`` to its CRD's storage version (in place)."""
+        stored: str | None = getattr(self.strategy(resource), "storage_api_version", None)
+        if stored is not None:
+            obj["apiVersion"] = stored
+
     # -- keys -----------------------------------------------------------------------
 
     @staticmethod
@@ -343,6 +369,7 @@ class Registry:
         await self._admit("CREATE", resource, obj, None, namespace, name, dry_run)
         if dry_run:
             return WriteResult(obj, warnings, created=True)
+        self._to_storage_version(resource, obj)
         generated = not (body.get("metadata") or {}).get("name")
         for _attempt in range(GENERATE_NAME_ATTEMPTS if generated else 1):
             try:
@@ -470,11 +497,14 @@ class Registry:
     ) -> WriteResult:
         key = self.key(resource, namespace, name)
         strategy = self.strategy(resource)
+        convert = self.converter(resource)
         for _attempt in range(MAX_CAS_ATTEMPTS):
             try:
                 current = await self.storage.get(key)
             except StorageError as exc:
                 raise errors.from_storage(exc, resource.plural, name, resource.group) from None
+            if convert is not None:
+                current = convert(current)  # patched and validated at the request's version
             current_rv = current["metadata"].get("resourceVersion")
             if precondition is not None and precondition != current_rv:
                 raise errors.conflict(resource.plural, name, resource.group)
@@ -495,6 +525,7 @@ class Registry:
             )
             if dry_run:
                 return WriteResult(new, [], gone=finishing)
+            self._to_storage_version(resource, new)
             try:
                 stored = await self.storage.guaranteed_update(
                     key, _replace_with(new), expect_rv=current_rv

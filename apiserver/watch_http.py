@@ -70,6 +70,28 @@ class TableEvents:
         return self._line("ADDED", obj)
 
 
+class ConvertedEvents:
+    """Events of a custom kind served at ``api_version``: an object stored at another
+    apiVersion is converted first, and its line is this watcher's own; an object already
+    at that version keeps the event's shared line."""
+
+    def __init__(
+        self, inner: EventEncoder, convert: Callable[[RawObject], RawObject], api_version: str
+    ) -> None:
+        self.inner = inner
+        self.convert = convert
+        self.api_version = api_version
+
+    def event(self, ev: CachedEvent) -> bytes:
+        if ev.obj.get("apiVersion") == self.api_version:
+            return self.inner.event(ev)
+        converted = CachedEvent(ev.type, ev.key, self.convert(ev.obj), ev.revision, ev.prev)
+        return self.inner.event(converted)
+
+    def added(self, obj: RawObject) -> bytes:
+        return self.inner.added(self.convert(obj))
+
+
 def bookmark_line(res: Resource, revision: int, initial_end: bool = False) -> bytes:
     meta: RawObject = {"resourceVersion": str(revision)}
     if initial_end:
