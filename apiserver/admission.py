@@ -26,12 +26,12 @@ import logging
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import jsonpatch
 
-from apiserver.admission_seam import AdmissionDenied, Operation
+from apiserver.admission_seam import AdmissionDenied, AdmissionRequest
 from apiserver.errors import StatusCause
 from apiserver.informer import follow, list_once
 from apiserver.resources import Resource
@@ -370,41 +370,31 @@ def object_selected(
 # --- reviews -------------------------------------------------------------------------
 
 
-def build_review(
-    op: Operation,
-    resource: Resource,
-    obj: RawObject | None,
-    old: RawObject | None,
-    namespace: str | None,
-    name: str,
-    dry_run: bool,
-    *,
-    subresource: str = "",
-    uid: str | None = None,
-) -> RawObject:
+def build_review(request: AdmissionRequest, *, uid: str | None = None) -> RawObject:
     """An admission.k8s.io/v1 AdmissionReview request for one write."""
+    resource, op = request.resource, request.op
     kind = {"group": resource.group, "version": resource.version, "kind": resource.kind}
     res = {"group": resource.group, "version": resource.version, "resource": resource.plural}
-    request: RawObject = {
+    review: RawObject = {
         "uid": uid or str(uuid.uuid4()),
         "kind": kind,
         "resource": res,
         "requestKind": kind,
         "requestResource": res,
-        "name": name,
+        "name": request.name,
         "operation": op,
         "userInfo": copy.deepcopy(USER_INFO),
-        "object": obj,
-        "oldObject": old,
-        "dryRun": dry_run,
+        "object": request.obj,
+        "oldObject": request.old,
+        "dryRun": request.dry_run,
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": _OPTIONS_KIND.get(op, "CreateOptions")},
     }
-    if namespace and resource.namespaced:
-        request["namespace"] = namespace
-    if subresource:
-        request["subResource"] = subresource
-        request["requestSubResource"] = subresource
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    if request.namespace and resource.namespaced:
+        review["namespace"] = request.namespace
+    if request.subresource:
+        review["subResource"] = request.subresource
+        review["requestSubResource"] = request.subresource
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": review}
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,25 +540,13 @@ class WebhookAdmission:
 
     # -- the seam ---------------------------------------------------------------------
 
-    async def mutate(
-        self,
-        op: Operation,
-        resource: Resource,
-        obj: dict[str, Any] | None,
-        old: dict[str, Any] | None,
-        namespace: str | None,
-        name: str,
-        dry_run: bool,
-        subresource: str = "",
-    ) -> dict[str, Any] | None:
-        if not self._mutating or obj is None:
+    async def mutate(self, request: AdmissionRequest) -> dict[str, Any] | None:
+        if not self._mutating or request.obj is None:
             return None
-        hooks = await self._matching(self._mutating, op, resource, obj, old, namespace, subresource)
-        current = obj
+        hooks = await self._matching(self._mutating, request)
+        current = request.obj
         for webhook in hooks:
-            verdict = await self._call(
-                webhook, op, resource, current, old, namespace, name, dry_run, subresource
-            )
+            verdict = await self._call(webhook, replace(request, obj=current))
             if verdict is None:
                 continue
             if not verdict.allowed:
@@ -588,61 +566,40 @@ class WebhookAdmission:
                         raise failure from None
                     logger.warning("ignoring webhook %s: %s", webhook.name, failure.message)
                     continue
-                logger.debug("webhook %s patched %s %s", webhook.name, resource.plural, name)
-        return current if current is not obj else None
+                logger.debug(
+                    "webhook %s patched %s %s", webhook.name, request.resource.plural, request.name
+                )
+        return current if current is not request.obj else None
 
-    async def validate(
-        self,
-        op: Operation,
-        resource: Resource,
-        obj: dict[str, Any] | None,
-        old: dict[str, Any] | None,
-        namespace: str | None,
-        name: str,
-        dry_run: bool,
-        subresource: str = "",
-    ) -> None:
+    async def validate(self, request: AdmissionRequest) -> None:
         if not self._validating:
             return
-        hooks = await self._matching(
-            self._validating, op, resource, obj, old, namespace, subresource
-        )
+        hooks = await self._matching(self._validating, request)
         if not hooks:
             return
-        verdicts = await asyncio.gather(
-            *(
-                self._call(w, op, resource, obj, old, namespace, name, dry_run, subresource)
-                for w in hooks
-            )
-        )
+        verdicts = await asyncio.gather(*(self._call(w, request) for w in hooks))
         for webhook, verdict in zip(hooks, verdicts, strict=True):
             if verdict is not None and not verdict.allowed:
                 raise denial(webhook, verdict)
 
     # -- the steps --------------------------------------------------------------------
 
-    async def _matching(
-        self,
-        hooks: list[Webhook],
-        op: Operation,
-        resource: Resource,
-        obj: RawObject | None,
-        old: RawObject | None,
-        namespace: str | None,
-        subresource: str,
-    ) -> list[Webhook]:
+    async def _matching(self, hooks: list[Webhook], request: AdmissionRequest) -> list[Webhook]:
+        resource, obj, old = request.resource, request.obj, request.old
         selected = [
             w
             for w in hooks
             if any(
-                rule_matches(r, op, resource, subresource, exact=w.match_policy == "Exact")
+                rule_matches(
+                    r, request.op, resource, request.subresource, exact=w.match_policy == "Exact"
+                )
                 for r in w.rules
             )
             and object_selected(w, obj, old)
         ]
         if not any(w.namespace_selector for w in selected):
             return selected
-        labels = await self._labels_for_namespace_selector(resource, obj, old, namespace)
+        labels = await self._labels_for_namespace_selector(resource, obj, old, request.namespace)
         if labels is None:
             return selected
         return [w for w in selected if label_selector_matches(w.namespace_selector, labels)]
@@ -663,22 +620,9 @@ class WebhookAdmission:
             return {}
         return await self._namespace_labels(namespace)
 
-    async def _call(
-        self,
-        webhook: Webhook,
-        op: Operation,
-        resource: Resource,
-        obj: RawObject | None,
-        old: RawObject | None,
-        namespace: str | None,
-        name: str,
-        dry_run: bool,
-        subresource: str,
-    ) -> Verdict | None:
+    async def _call(self, webhook: Webhook, request: AdmissionRequest) -> Verdict | None:
         """The webhook's verdict; None when it failed and its failurePolicy is Ignore."""
-        review = build_review(
-            op, resource, obj, old, namespace, name, dry_run, subresource=subresource
-        )
+        review = build_review(request)
         import httpx  # only when a webhook is called: it costs ~0.1 s at startup
 
         uid = review["request"]["uid"]

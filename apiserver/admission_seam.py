@@ -11,6 +11,7 @@ registry answers as a Status carrying the policy's own message (upstream's
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from apiserver.resources import Resource
@@ -32,59 +33,33 @@ class AdmissionDenied(Exception):
         self.reason = reason
 
 
-class Admission(Protocol):
-    async def mutate(
-        self,
-        op: Operation,
-        resource: Resource,
-        obj: dict[str, Any] | None,
-        old: dict[str, Any] | None,
-        namespace: str | None,
-        name: str,
-        dry_run: bool,
-        subresource: str = "",
-    ) -> dict[str, Any] | None:
-        """The object to store instead of ``obj``, or None to keep it as it is."""
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    """One write, as admission sees it (upstream's admission.Attributes)."""
 
-    async def validate(
-        self,
-        op: Operation,
-        resource: Resource,
-        obj: dict[str, Any] | None,
-        old: dict[str, Any] | None,
-        namespace: str | None,
-        name: str,
-        dry_run: bool,
-        subresource: str = "",
-    ) -> None:
+    op: Operation
+    resource: Resource
+    obj: dict[str, Any] | None
+    old: dict[str, Any] | None
+    namespace: str | None
+    name: str
+    dry_run: bool = False
+    subresource: str = ""
+
+
+class Admission(Protocol):
+    async def mutate(self, request: AdmissionRequest) -> dict[str, Any] | None:
+        """The object to store instead of ``request.obj``, or None to keep it as it is."""
+
+    async def validate(self, request: AdmissionRequest) -> None:
         """Raise AdmissionDenied to refuse."""
 
 
 class NoAdmission:
     """The default: every request is admitted unchanged."""
 
-    async def mutate(
-        self,
-        op: Operation,
-        resource: Resource,
-        obj: dict[str, Any] | None,
-        old: dict[str, Any] | None,
-        namespace: str | None,
-        name: str,
-        dry_run: bool,
-        subresource: str = "",
-    ) -> dict[str, Any] | None:
+    async def mutate(self, request: AdmissionRequest) -> dict[str, Any] | None:
         return None
 
-    async def validate(
-        self,
-        op: Operation,
-        resource: Resource,
-        obj: dict[str, Any] | None,
-        old: dict[str, Any] | None,
-        namespace: str | None,
-        name: str,
-        dry_run: bool,
-        subresource: str = "",
-    ) -> None:
+    async def validate(self, request: AdmissionRequest) -> None:
         return None

@@ -32,7 +32,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from apiserver import errors
-from apiserver.admission_seam import Admission, AdmissionDenied, NoAdmission, Operation
+from apiserver.admission_seam import (
+    Admission,
+    AdmissionDenied,
+    AdmissionRequest,
+    NoAdmission,
+    Operation,
+)
 from apiserver.encoding import clone
 from apiserver.errors import StatusCause, StatusError
 from apiserver.resources import Resource, ResourceIndex
@@ -901,7 +907,7 @@ class Registry:
     ) -> RawObject:
         try:
             mutated = await self.admission.mutate(
-                op, resource, obj, old, namespace, name, dry_run, subresource=subresource
+                AdmissionRequest(op, resource, obj, old, namespace, name, dry_run, subresource)
             )
         except AdmissionDenied as exc:
             raise _denied(exc, resource, name) from None
@@ -920,7 +926,7 @@ class Registry:
     ) -> None:
         try:
             await self.admission.validate(
-                op, resource, obj, old, namespace, name, dry_run, subresource=subresource
+                AdmissionRequest(op, resource, obj, old, namespace, name, dry_run, subresource)
             )
         except AdmissionDenied as exc:
             raise _denied(exc, resource, name) from None

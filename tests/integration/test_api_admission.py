@@ -6,8 +6,7 @@ from typing import Any
 
 import httpx
 
-from apiserver.admission_seam import AdmissionDenied, Operation
-from apiserver.resources import Resource
+from apiserver.admission_seam import AdmissionDenied, AdmissionRequest
 from tests.support.server import running_apiserver
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
@@ -17,17 +16,8 @@ class Policy:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, str]] = []
 
-    async def mutate(
-        self,
-        op: Operation,
-        resource: Resource,
-        obj: dict[str, Any] | None,
-        old: dict[str, Any] | None,
-        namespace: str | None,
-        name: str,
-        dry_run: bool,
-        subresource: str = "",
-    ) -> dict[str, Any] | None:
+    async def mutate(self, request: AdmissionRequest) -> dict[str, Any] | None:
+        op, resource, obj, name = request.op, request.resource, request.obj, request.name
         self.seen.append(("mutate", op, name))
         if obj is None or resource.plural != "configmaps":
             return None
@@ -35,17 +25,8 @@ class Policy:
         labels["stamped"] = "yes"
         return obj
 
-    async def validate(
-        self,
-        op: Operation,
-        resource: Resource,
-        obj: dict[str, Any] | None,
-        old: dict[str, Any] | None,
-        namespace: str | None,
-        name: str,
-        dry_run: bool,
-        subresource: str = "",
-    ) -> None:
+    async def validate(self, request: AdmissionRequest) -> None:
+        op, old, name = request.op, request.old, request.name
         self.seen.append(("validate", op, name))
         if name.startswith("forbidden-"):
             raise AdmissionDenied(

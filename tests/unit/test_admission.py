@@ -18,7 +18,7 @@ from apiserver.admission import (
     rule_matches,
     validate_configuration,
 )
-from apiserver.admission_seam import AdmissionDenied
+from apiserver.admission_seam import AdmissionDenied, AdmissionRequest
 from apiserver.resources import Resource
 
 SERVICES = Resource("", "v1", "Service", "services", "service", namespaced=True)
@@ -173,7 +173,9 @@ def test_invalid_configurations_name_their_fields() -> None:
 
 
 def test_review_carries_what_kopf_requires() -> None:
-    review = build_review("CREATE", SERVICES, svc(), None, "default", "web", False, uid="u1")
+    review = build_review(
+        AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False), uid="u1"
+    )
     request = review["request"]
     assert review["apiVersion"] == "admission.k8s.io/v1"
     assert request["uid"] == "u1"
@@ -188,7 +190,9 @@ def test_review_carries_what_kopf_requires() -> None:
 
 
 def test_cluster_scoped_review_has_no_namespace() -> None:
-    review = build_review("DELETE", NODES, None, {"metadata": {"name": "n"}}, None, "n", True)
+    review = build_review(
+        AdmissionRequest("DELETE", NODES, None, {"metadata": {"name": "n"}}, None, "n", True)
+    )
     assert "namespace" not in review["request"]
     assert review["request"]["dryRun"] is True
     assert review["request"]["options"]["kind"] == "DeleteOptions"
@@ -244,7 +248,9 @@ async def test_mutating_webhook_patch_is_applied() -> None:
     )
     admission.set_configuration("mutating", config("m", hook("ip.example.com.x")))
     original = svc()
-    mutated = await admission.mutate("CREATE", SERVICES, original, None, "default", "web", False)
+    mutated = await admission.mutate(
+        AdmissionRequest("CREATE", SERVICES, original, None, "default", "web", False)
+    )
     assert mutated is not None
     assert mutated["spec"]["clusterIP"] == "10.96.0.42"
     assert "clusterIP" not in original["spec"]
@@ -257,8 +263,12 @@ async def test_no_matching_webhook_means_no_call() -> None:
 
     admission = WebhookAdmission(transport=answering(fail))
     admission.set_configuration("validating", config("v", hook("deny.example.com.x")))
-    await admission.validate("UPDATE", SERVICES, svc(), svc(), "default", "web", False)
-    await admission.validate("CREATE", NODES, {"metadata": {"name": "n"}}, None, None, "n", False)
+    await admission.validate(
+        AdmissionRequest("UPDATE", SERVICES, svc(), svc(), "default", "web", False)
+    )
+    await admission.validate(
+        AdmissionRequest("CREATE", NODES, {"metadata": {"name": "n"}}, None, None, "n", False)
+    )
     await admission.close()
 
 
@@ -273,7 +283,9 @@ async def test_denial_carries_the_webhooks_message_and_code() -> None:
     )
     admission.set_configuration("validating", config("v", hook("deny.example.com.x")))
     with pytest.raises(AdmissionDenied) as caught:
-        await admission.validate("CREATE", SERVICES, svc(), None, "default", "web", False)
+        await admission.validate(
+            AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
+        )
     assert caught.value.code == 422
     assert caught.value.message == (
         'admission webhook "deny.example.com.x" denied the request: bad names are not allowed'
@@ -293,9 +305,13 @@ async def test_object_selector_skips_unlabelled_objects() -> None:
         "validating",
         config("v", hook("sel.example.com.x", objectSelector={"matchLabels": {"check": "yes"}})),
     )
-    await admission.validate("CREATE", SERVICES, svc("plain"), None, "default", "plain", False)
     await admission.validate(
-        "CREATE", SERVICES, svc("marked", {"check": "yes"}), None, "default", "marked", False
+        AdmissionRequest("CREATE", SERVICES, svc("plain"), None, "default", "plain", False)
+    )
+    await admission.validate(
+        AdmissionRequest(
+            "CREATE", SERVICES, svc("marked", {"check": "yes"}), None, "default", "marked", False
+        )
     )
     assert calls == ["marked"]
     await admission.close()
@@ -319,7 +335,9 @@ async def test_namespace_selector_reads_the_namespace_labels() -> None:
         ),
     )
     for ns in ("default", "prod"):
-        await admission.validate("CREATE", SERVICES, svc(), None, ns, "web", False)
+        await admission.validate(
+            AdmissionRequest("CREATE", SERVICES, svc(), None, ns, "web", False)
+        )
     assert calls == ["prod"]
     await admission.close()
 
@@ -335,7 +353,9 @@ async def test_unreachable_webhook_with_fail_policy_refuses_the_write() -> None:
     admission = WebhookAdmission(transport=unreachable())
     admission.set_configuration("mutating", config("m", hook("down.example.com.x")))
     with pytest.raises(AdmissionDenied) as caught:
-        await admission.mutate("CREATE", SERVICES, svc(), None, "default", "web", False)
+        await admission.mutate(
+            AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
+        )
     assert caught.value.code == 500
     assert 'failed calling webhook "down.example.com.x"' in caught.value.message
     await admission.close()
@@ -346,7 +366,12 @@ async def test_unreachable_webhook_with_ignore_policy_admits_the_write() -> None
     admission.set_configuration(
         "mutating", config("m", hook("down.example.com.x", failurePolicy="Ignore"))
     )
-    assert await admission.mutate("CREATE", SERVICES, svc(), None, "default", "web", False) is None
+    assert (
+        await admission.mutate(
+            AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
+        )
+        is None
+    )
     await admission.close()
 
 
@@ -359,7 +384,9 @@ async def test_timeout_counts_as_a_failure() -> None:
         "validating", config("v", hook("slow.example.com.x", timeoutSeconds=1))
     )
     with pytest.raises(AdmissionDenied) as caught:
-        await admission.validate("CREATE", SERVICES, svc(), None, "default", "web", False)
+        await admission.validate(
+            AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
+        )
     assert "context deadline exceeded" in caught.value.message
     await admission.close()
 
@@ -377,10 +404,14 @@ async def test_mutating_webhooks_run_in_configuration_name_order() -> None:
     admission.set_configuration(
         "mutating", config("a", hook("a.example.com.x", url="http://h/first"))
     )
-    mutated = await admission.mutate("CREATE", SERVICES, svc(), None, "default", "web", False)
+    mutated = await admission.mutate(
+        AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
+    )
     assert mutated is not None and mutated["spec"]["order"] == "second"
     admission.remove_configuration("mutating", "b")
-    mutated = await admission.mutate("CREATE", SERVICES, svc(), None, "default", "web", False)
+    mutated = await admission.mutate(
+        AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
+    )
     assert mutated is not None and mutated["spec"]["order"] == "first"
     await admission.close()
 
@@ -399,7 +430,9 @@ async def test_the_timeout_bounds_the_whole_call() -> None:
     )
     started = time.monotonic()
     with pytest.raises(AdmissionDenied) as caught:
-        await admission.validate("CREATE", SERVICES, svc(), None, "default", "web", False)
+        await admission.validate(
+            AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
+        )
     assert time.monotonic() - started < 2
     assert "context deadline exceeded (1s)" in caught.value.message
     await admission.close()
@@ -422,12 +455,16 @@ async def test_a_service_webhook_is_called_at_its_cluster_ip_with_its_dns_name()
         "service": {"namespace": "hooks", "name": "policy", "path": "/validate", "port": 8443}
     }
     admission.set_configuration("validating", config("v", entry))
-    await admission.validate("CREATE", SERVICES, svc(), None, "default", "web", False)
+    await admission.validate(
+        AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
+    )
     assert seen == [("https://10.96.0.7:8443/validate", "policy.hooks.svc")]
 
     entry["clientConfig"]["service"]["name"] = "missing"
     admission.set_configuration("validating", config("v", entry))
     with pytest.raises(AdmissionDenied) as caught:
-        await admission.validate("CREATE", SERVICES, svc(), None, "default", "web", False)
+        await admission.validate(
+            AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
+        )
     assert 'service "hooks/missing" has no ClusterIP' in caught.value.message
     await admission.close()
