@@ -4,12 +4,12 @@
 seam. It keeps the Mutating- and ValidatingWebhookConfigurations in memory (updated by
 the write path and by a storage watch, so a write never reads them from storage), picks
 the webhooks whose rules, ``namespaceSelector`` and ``objectSelector`` match a request,
-and sends each an ``admission.k8s.io/v1`` AdmissionReview with an async httpx client:
-plain HTTP on loopback through ``clientConfig.url``, or HTTPS verified against
-``clientConfig.caBundle``. Mutating webhooks run in order and their base64 JSON patches
-are applied before the object is validated and stored; validating webhooks run
-concurrently. A denial carries the webhook's own message; a failed call is a denial only
-under ``failurePolicy: Fail``.
+and sends each an ``admission.k8s.io/v1`` AdmissionReview through a
+:class:`WebhookTransport` (aiohttp, connections kept alive): plain HTTP on loopback
+through ``clientConfig.url``, or HTTPS verified against ``clientConfig.caBundle``.
+Mutating webhooks run in order and their base64 JSON patches are applied before the
+object is validated and stored; validating webhooks run concurrently. A denial carries
+the webhook's own message; a failed call is a denial only under ``failurePolicy: Fail``.
 
 The pure pieces (parsing, matching, reviews, patches) are module functions, unit-tested.
 """
@@ -21,17 +21,17 @@ import base64
 import binascii
 import contextlib
 import copy
-import json
 import logging
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import jsonpatch
 
 from apiserver.admission_seam import AdmissionDenied, AdmissionRequest
+from apiserver.encoding import decode_json, encode
 from apiserver.errors import StatusCause
 from apiserver.informer import follow, list_once
 from apiserver.resources import Resource
@@ -41,7 +41,7 @@ from apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column
 from apiserver.validation import Cause
 
 if TYPE_CHECKING:
-    import httpx
+    import aiohttp
 
     from apiserver.registry import Registry
 
@@ -430,7 +430,7 @@ def read_verdict(answer: Any, uid: str) -> Verdict:
         if patch_type != "JSONPatch":
             raise ReviewError(f"unsupported patchType {patch_type!r}; only JSONPatch is supported")
         try:
-            patch = json.loads(base64.b64decode(raw_patch))
+            patch = decode_json(base64.b64decode(raw_patch))
         except (binascii.Error, ValueError) as exc:
             raise ReviewError(f"the patch is not base64-encoded JSON: {exc}") from None
         if not isinstance(patch, list):
@@ -474,6 +474,79 @@ def call_failure(webhook: Webhook, detail: str) -> AdmissionDenied:
     )
 
 
+# --- posting reviews -----------------------------------------------------------------
+
+
+class CallFailed(Exception):
+    """The webhook could not be reached or did not answer (refused, reset, TLS)."""
+
+
+class WebhookTransport(Protocol):
+    """How a review reaches a webhook (unit tests pass a fake)."""
+
+    async def post(
+        self, url: str, body: bytes, *, ca_bundle: bytes, server_name: str | None
+    ) -> tuple[int, bytes]:
+        """POST ``body`` (JSON) to ``url``: the response's status and body.
+
+        ``ca_bundle`` (PEM) verifies an HTTPS server instead of the system's CAs;
+        ``server_name`` is the TLS name to check when it differs from the URL's host.
+        Raises CallFailed; the caller bounds the call with ``asyncio.timeout``."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AiohttpTransport:
+    """Reviews over aiohttp: one session (one SSL context, pooled keep-alive
+    connections) per CA bundle.
+
+    Not httpx: a review is on the path of every write a webhook selects, and httpx
+    measured ~1.9 ms per loopback POST of a Service's review where aiohttp took ~0.5 ms
+    (2 cores, the same aiohttp server)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[bytes, aiohttp.ClientSession] = {}
+
+    def _session(self, ca_bundle: bytes) -> aiohttp.ClientSession:
+        session = self._sessions.get(ca_bundle)
+        if session is None or session.closed:
+            import aiohttp  # only once a webhook is called: ~0.1 s at startup otherwise
+
+            verify: ssl.SSLContext | bool = True  # the system's CAs
+            if ca_bundle:
+                verify = ssl.create_default_context(cadata=ca_bundle.decode("ascii", "replace"))
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=verify),
+                skip_auto_headers=("User-Agent",),
+                trust_env=False,
+            )
+            self._sessions[ca_bundle] = session
+        return session
+
+    async def post(
+        self, url: str, body: bytes, *, ca_bundle: bytes, server_name: str | None
+    ) -> tuple[int, bytes]:
+        import aiohttp
+
+        try:
+            async with self._session(ca_bundle).post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                server_hostname=server_name,
+                allow_redirects=False,
+            ) as response:
+                return response.status, await response.read()
+        except aiohttp.ClientError as exc:
+            raise CallFailed(str(exc) or type(exc).__name__) from exc
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+
 # --- the seam's implementation -------------------------------------------------------
 
 
@@ -481,10 +554,10 @@ class WebhookAdmission:
     """The Admission seam backed by webhook configurations.
 
     ``namespace_labels`` gives the labels of a namespace (for ``namespaceSelector``); the
-    apiserver passes a reader over its store. ``transport`` is the httpx seam (unit
-    tests). :meth:`set_configuration` and :meth:`remove_configuration` keep the cache
-    current; the apiserver calls them from the write path and from a storage watch
-    (several apiservers may share one store).
+    apiserver passes a reader over its store. ``transport`` posts the reviews (aiohttp
+    unless given: unit tests pass a fake). :meth:`set_configuration` and
+    :meth:`remove_configuration` keep the cache current; the apiserver calls them from
+    the write path and from a storage watch (several apiservers may share one store).
     """
 
     def __init__(
@@ -492,14 +565,13 @@ class WebhookAdmission:
         namespace_labels: NamespaceLabels | None = None,
         *,
         service_address: ServiceAddress | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: WebhookTransport | None = None,
     ) -> None:
         self._configs: dict[tuple[Phase, str], list[Webhook]] = {}
         self._mutating: list[Webhook] = []
         self._validating: list[Webhook] = []
         self._namespace_labels = namespace_labels
-        self._clients: dict[bytes, httpx.AsyncClient] = {}
-        self._transport = transport
+        self._transport: WebhookTransport = transport or AiohttpTransport()
         self._service_address = service_address
 
     # -- the cache --------------------------------------------------------------------
@@ -534,9 +606,7 @@ class WebhookAdmission:
         return [*self._mutating, *self._validating]
 
     async def close(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        await self._transport.close()
 
     # -- the seam ---------------------------------------------------------------------
 
@@ -623,54 +693,53 @@ class WebhookAdmission:
     async def _call(self, webhook: Webhook, request: AdmissionRequest) -> Verdict | None:
         """The webhook's verdict; None when it failed and its failurePolicy is Ignore."""
         review = build_review(request)
-        import httpx  # only when a webhook is called: it costs ~0.1 s at startup
-
         uid = review["request"]["uid"]
         timeout = max(1, min(webhook.timeout_seconds, MAX_TIMEOUT_SECONDS))
         try:
-            url, extensions = await self._target(webhook)
+            url, server_name = await self._target(webhook)
         except ReviewError as exc:
             return self._failed(webhook, f"failed to call webhook: {exc}")
         try:
             async with asyncio.timeout(timeout):  # the whole call, as upstream's deadline
-                response = await self._client(webhook.ca_bundle).post(
-                    url, json=review, timeout=timeout, extensions=extensions
+                status, body = await self._transport.post(
+                    url,
+                    encode(review),
+                    ca_bundle=webhook.ca_bundle,
+                    server_name=server_name,
                 )
-            if response.status_code != 200:
-                raise ReviewError(
-                    f"the server responded with HTTP {response.status_code}: {response.text[:200]}"
-                )
-            verdict = read_verdict(response.json(), uid)
-        except (httpx.TimeoutException, TimeoutError):
+            if status != 200:
+                text = body[:200].decode("utf-8", "replace")
+                raise ReviewError(f"the server responded with HTTP {status}: {text}")
+            verdict = read_verdict(decode_json(body), uid)
+        except TimeoutError:
             detail = (
                 f'failed to call webhook: Post "{webhook.url}": '
                 f"context deadline exceeded ({timeout}s)"
             )
             return self._failed(webhook, detail)
-        except httpx.HTTPError as exc:
-            detail = f'failed to call webhook: Post "{webhook.url}": {exc or type(exc).__name__}'
-            return self._failed(webhook, detail)
+        except CallFailed as exc:
+            return self._failed(webhook, f'failed to call webhook: Post "{webhook.url}": {exc}')
         except (ReviewError, ValueError) as exc:
             return self._failed(webhook, f"received an invalid response: {exc}")
         for warning in verdict.warnings:
             logger.info("webhook %s warns: %s", webhook.name, warning)
         return verdict
 
-    async def _target(self, webhook: Webhook) -> tuple[str, dict[str, Any]]:
-        """The URL to post to, and httpx extensions (the TLS server name for a Service).
+    async def _target(self, webhook: Webhook) -> tuple[str, str | None]:
+        """The URL to post to, and the TLS server name to check (for a Service).
 
         A ``clientConfig.service`` is reached at its Service's ClusterIP (through the
         proxy), its certificate checked for ``NAME.NAMESPACE.svc`` as upstream does."""
         if webhook.service is None or self._service_address is None:
             if not webhook.url:
                 raise ReviewError("the webhook has no URL")
-            return webhook.url, {}
+            return webhook.url, None
         namespace, name, port, path = webhook.service
         address = await self._service_address(namespace, name)
         if not address or address == "None":
             raise ReviewError(f'service "{namespace}/{name}" has no ClusterIP to call')
         host = f"[{address}]" if ":" in address else address
-        return f"https://{host}:{port}{path}", {"sni_hostname": f"{name}.{namespace}.svc"}
+        return f"https://{host}:{port}{path}", f"{name}.{namespace}.svc"
 
     @staticmethod
     def _failed(webhook: Webhook, detail: str) -> Verdict | None:
@@ -681,18 +750,6 @@ class WebhookAdmission:
             return None
         logger.warning("webhook %s failed (failurePolicy Fail): %s", webhook.name, detail)
         raise call_failure(webhook, detail)
-
-    def _client(self, ca_bundle: bytes) -> httpx.AsyncClient:
-        client = self._clients.get(ca_bundle)
-        if client is None:
-            import httpx
-
-            verify: ssl.SSLContext | bool = True
-            if ca_bundle:
-                verify = ssl.create_default_context(cadata=ca_bundle.decode("ascii", "replace"))
-            client = httpx.AsyncClient(verify=verify, trust_env=False, transport=self._transport)
-            self._clients[ca_bundle] = client
-        return client
 
 
 # --- the configuration kinds in the apiserver ----------------------------------------

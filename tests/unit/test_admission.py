@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 
 from apiserver.admission import (
+    CallFailed,
     WebhookAdmission,
     build_review,
     label_selector_matches,
@@ -222,21 +225,44 @@ def test_verdict_with_another_uid_is_refused() -> None:
 # --- calls -------------------------------------------------------------------------
 
 
-def answering(handler: Any) -> httpx.MockTransport:
-    def respond(request: httpx.Request) -> httpx.Response:
-        review = json.loads(request.content)
-        response = handler(request, review["request"])
-        response.setdefault("uid", review["request"]["uid"])
-        return httpx.Response(
-            200,
-            json={
-                "apiVersion": "admission.k8s.io/v1",
-                "kind": "AdmissionReview",
-                "response": response,
-            },
-        )
+@dataclass
+class Post:
+    """One review as the fake transport received it."""
 
-    return httpx.MockTransport(respond)
+    url: str
+    review: dict[str, Any]
+    server_name: str | None
+
+
+@dataclass
+class FakeTransport:
+    """The WebhookTransport seam: ``respond(post)`` answers (status, body) or raises."""
+
+    respond: Callable[[Post], Awaitable[tuple[int, bytes]]]
+    posts: list[Post] = field(default_factory=list)
+    closed: bool = False
+
+    async def post(
+        self, url: str, body: bytes, *, ca_bundle: bytes, server_name: str | None
+    ) -> tuple[int, bytes]:
+        post = Post(url, json.loads(body), server_name)
+        self.posts.append(post)
+        return await self.respond(post)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def answering(handler: Callable[[Post, dict[str, Any]], dict[str, Any]]) -> FakeTransport:
+    """A webhook answering ``handler(post, review.request)`` as its response."""
+
+    async def respond(post: Post) -> tuple[int, bytes]:
+        response = handler(post, post.review["request"])
+        response.setdefault("uid", post.review["request"]["uid"])
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}
+        return 200, json.dumps({**review, "response": response}).encode()
+
+    return FakeTransport(respond)
 
 
 async def test_mutating_webhook_patch_is_applied() -> None:
@@ -258,7 +284,7 @@ async def test_mutating_webhook_patch_is_applied() -> None:
 
 
 async def test_no_matching_webhook_means_no_call() -> None:
-    def fail(_r: httpx.Request, _q: dict[str, Any]) -> dict[str, Any]:
+    def fail(_p: Post, _q: dict[str, Any]) -> dict[str, Any]:
         raise AssertionError("called")
 
     admission = WebhookAdmission(transport=answering(fail))
@@ -296,7 +322,7 @@ async def test_denial_carries_the_webhooks_message_and_code() -> None:
 async def test_object_selector_skips_unlabelled_objects() -> None:
     calls: list[str] = []
 
-    def record(_r: httpx.Request, request: dict[str, Any]) -> dict[str, Any]:
+    def record(_p: Post, request: dict[str, Any]) -> dict[str, Any]:
         calls.append(request["name"])
         return {"allowed": True}
 
@@ -320,7 +346,7 @@ async def test_object_selector_skips_unlabelled_objects() -> None:
 async def test_namespace_selector_reads_the_namespace_labels() -> None:
     calls: list[str] = []
 
-    def record(_r: httpx.Request, request: dict[str, Any]) -> dict[str, Any]:
+    def record(_p: Post, request: dict[str, Any]) -> dict[str, Any]:
         calls.append(request["namespace"])
         return {"allowed": True}
 
@@ -342,11 +368,11 @@ async def test_namespace_selector_reads_the_namespace_labels() -> None:
     await admission.close()
 
 
-def unreachable() -> httpx.MockTransport:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
+def unreachable() -> FakeTransport:
+    async def refuse(_post: Post) -> tuple[int, bytes]:
+        raise CallFailed("Cannot connect to host h:443 [Connection refused]")
 
-    return httpx.MockTransport(refuse)
+    return FakeTransport(refuse)
 
 
 async def test_unreachable_webhook_with_fail_policy_refuses_the_write() -> None:
@@ -358,6 +384,7 @@ async def test_unreachable_webhook_with_fail_policy_refuses_the_write() -> None:
         )
     assert caught.value.code == 500
     assert 'failed calling webhook "down.example.com.x"' in caught.value.message
+    assert "Connection refused" in caught.value.message
     await admission.close()
 
 
@@ -376,10 +403,10 @@ async def test_unreachable_webhook_with_ignore_policy_admits_the_write() -> None
 
 
 async def test_timeout_counts_as_a_failure() -> None:
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
+    async def slow(_post: Post) -> tuple[int, bytes]:
+        raise TimeoutError
 
-    admission = WebhookAdmission(transport=httpx.MockTransport(slow))
+    admission = WebhookAdmission(transport=FakeTransport(slow))
     admission.set_configuration(
         "validating", config("v", hook("slow.example.com.x", timeoutSeconds=1))
     )
@@ -391,9 +418,24 @@ async def test_timeout_counts_as_a_failure() -> None:
     await admission.close()
 
 
+async def test_a_non_200_answer_is_a_failed_call() -> None:
+    async def broken(_post: Post) -> tuple[int, bytes]:
+        return 404, b"404: Not Found"
+
+    admission = WebhookAdmission(transport=FakeTransport(broken))
+    admission.set_configuration("mutating", config("m", hook("gone.example.com.x")))
+    with pytest.raises(AdmissionDenied) as caught:
+        await admission.mutate(
+            AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
+        )
+    assert caught.value.code == 500
+    assert "the server responded with HTTP 404: 404: Not Found" in caught.value.message
+    await admission.close()
+
+
 async def test_mutating_webhooks_run_in_configuration_name_order() -> None:
-    def by_path(request: httpx.Request, _q: dict[str, Any]) -> dict[str, Any]:
-        value = request.url.path.strip("/")
+    def by_path(post: Post, _q: dict[str, Any]) -> dict[str, Any]:
+        value = post.url.rsplit("/", 1)[1]
         patch = [{"op": "add", "path": "/spec/order", "value": value}]
         return {"allowed": True, "patch": encoded(patch), "patchType": "JSONPatch"}
 
@@ -417,14 +459,13 @@ async def test_mutating_webhooks_run_in_configuration_name_order() -> None:
 
 
 async def test_the_timeout_bounds_the_whole_call() -> None:
-    import asyncio
     import time
 
-    async def stall(request: httpx.Request) -> httpx.Response:
+    async def stall(_post: Post) -> tuple[int, bytes]:
         await asyncio.sleep(5)
-        return httpx.Response(200, json={})
+        return 200, b"{}"
 
-    admission = WebhookAdmission(transport=httpx.MockTransport(stall))
+    admission = WebhookAdmission(transport=FakeTransport(stall))
     admission.set_configuration(
         "validating", config("v", hook("stall.example.com.x", timeoutSeconds=1))
     )
@@ -439,17 +480,12 @@ async def test_the_timeout_bounds_the_whole_call() -> None:
 
 
 async def test_a_service_webhook_is_called_at_its_cluster_ip_with_its_dns_name() -> None:
-    seen: list[tuple[str, Any]] = []
-
-    def record(request: httpx.Request) -> httpx.Response:
-        seen.append((str(request.url), request.extensions.get("sni_hostname")))
-        uid = json.loads(request.content)["request"]["uid"]
-        return httpx.Response(200, json={"response": {"uid": uid, "allowed": True}})
+    transport = answering(lambda _p, _q: {"allowed": True})
 
     async def cluster_ip(namespace: str, name: str) -> str | None:
         return "10.96.0.7" if (namespace, name) == ("hooks", "policy") else None
 
-    admission = WebhookAdmission(service_address=cluster_ip, transport=httpx.MockTransport(record))
+    admission = WebhookAdmission(service_address=cluster_ip, transport=transport)
     entry = hook("svc.example.com.x")
     entry["clientConfig"] = {
         "service": {"namespace": "hooks", "name": "policy", "path": "/validate", "port": 8443}
@@ -458,7 +494,9 @@ async def test_a_service_webhook_is_called_at_its_cluster_ip_with_its_dns_name()
     await admission.validate(
         AdmissionRequest("CREATE", SERVICES, svc(), None, "default", "web", False)
     )
-    assert seen == [("https://10.96.0.7:8443/validate", "policy.hooks.svc")]
+    assert [(p.url, p.server_name) for p in transport.posts] == [
+        ("https://10.96.0.7:8443/validate", "policy.hooks.svc")
+    ]
 
     entry["clientConfig"]["service"]["name"] = "missing"
     admission.set_configuration("validating", config("v", entry))
