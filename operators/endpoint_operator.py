@@ -323,17 +323,17 @@ def register(registry: kopf.OperatorRegistry, reconciler: EndpointReconciler) ->
     """Attach the endpoint operator's indexes and handlers to ``registry``."""
 
     @kopf.index("v1", "pods", id="pods_by_label", registry=registry)
-    def pods_by_label(body: kopf.Body, **_: Any) -> dict[LabelKey, PodView]:
+    async def pods_by_label(body: kopf.Body, **_: Any) -> dict[LabelKey, PodView]:
         view = selection.pod_view(body)
         return {(view.namespace, k, v): view for k, v in view.labels}
 
     @kopf.index("v1", "services", id="services_by_name", registry=registry)
-    def services_by_name(body: kopf.Body, **_: Any) -> dict[ServiceKey, ServiceView]:
+    async def services_by_name(body: kopf.Body, **_: Any) -> dict[ServiceKey, ServiceView]:
         view = selection.service_view(body)
         return {(view.namespace, view.name): view}
 
     @kopf.index("v1", "services", id="services_by_selector", registry=registry)
-    def services_by_selector(body: kopf.Body, **_: Any) -> dict[LabelKey, ServiceView]:
+    async def services_by_selector(body: kopf.Body, **_: Any) -> dict[LabelKey, ServiceView]:
         view = selection.service_view(body)
         return {(view.namespace, k, v): view for k, v in view.selector}
 
@@ -345,7 +345,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: EndpointReconciler) ->
         labels={selection.MANAGED_BY_LABEL: selection.CONTROLLER_NAME},
         registry=registry,
     )
-    def slices_by_service(body: kopf.Body, **_: Any) -> dict[ServiceKey, RawObject]:
+    async def slices_by_service(body: kopf.Body, **_: Any) -> dict[ServiceKey, RawObject]:
         meta = body.get("metadata") or {}
         service = (meta.get("labels") or {}).get(selection.SERVICE_NAME_LABEL)
         if not service:
@@ -359,7 +359,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: EndpointReconciler) ->
         labels={selection.SKIP_MIRROR_LABEL: "true"},
         registry=registry,
     )
-    def endpoints_by_service(body: kopf.Body, **_: Any) -> dict[ServiceKey, tuple[Any, ...]]:
+    async def endpoints_by_service(body: kopf.Body, **_: Any) -> dict[ServiceKey, tuple[Any, ...]]:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace") or "default", meta.get("name") or "")
         return {key: selection.endpoints_essence(body)}
