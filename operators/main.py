@@ -147,7 +147,7 @@ async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) ->
 
     from minik8s.client import ApiClient
     from minik8s.config import load_kubeconfig, resolve_kubeconfig_path
-    from operators import endpoint_operator, ipam, service_operator
+    from operators import endpoint_operator, ipam, persistence, service_operator
     from operators.transport import AiohttpTransport
 
     network = ipam.parse_service_cidr(options.service_cidr)
@@ -173,6 +173,7 @@ async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) ->
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        persistence.configure(settings)  # no kopf annotations on Services
         if webhook:
             settings.admission.server = kopf.WebhookServer(
                 addr=options.webhook_host,

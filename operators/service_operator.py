@@ -4,19 +4,26 @@
   address and patches ``spec.clusterIP``/``clusterIPs`` before the Service is stored, so
   the create response (and ``kubectl apply``) already carries the IP. A requested
   address is claimed or refused (in use, out of range) with the reason in the response.
-- ``allocate_stored_cluster_ip``: a Service stored without an address (the operator was
-  down, the webhook's failurePolicy is Ignore) gets one from the same claim function,
-  written with a resourceVersion test so that two replicas cannot both assign one; the
-  loser releases its claim. A stored Service whose address has no claim (stored while
-  the operator was down) gets its claim made, or a Warning Event if another holds it.
-  On the Service's DELETED event, the same handler releases its claim.
+- ``allocate_stored_cluster_ip`` (on.create and on.resume, filtered by ``when=`` to the
+  Services that need it): a Service stored without an address (the operator was down,
+  the webhook's failurePolicy is Ignore) gets one from the same claim function, written
+  with a resourceVersion test so that two replicas cannot both assign one; the loser
+  releases its claim. A stored Service whose address has no claim (stored while the
+  operator was down) gets its claim made, or a Warning Event if another holds it.
+- ``release_cluster_ip``: on the Service's DELETED event, its claim is released. An
+  event handler, not on.delete: that needs kopf's finalizer on every Service (a PATCH
+  after each create, deletions stuck while no operator runs), and with ``optional=True``
+  (no finalizer) kopf calls it only while some other finalizer holds a deletion.
 - ``ip_claims`` (an index) and ``follow_ip_addresses`` keep what is claimed at hand: the
   index is complete before any handler runs, the event handler also sees deletions.
 - ``Sweeper``: periodically deletes our claims no Service holds, once older than a grace
-  period (a crash between claim and store, a create refused after admission).
+  period (a crash between claim and store, a create refused after admission), and
+  retries Services still without an address.
 
-No finalizers and no kopf state annotations: every handler is an event handler or a
-webhook, so a Service is written once (by its creator) on the fast path.
+kopf keeps no state on Services (``operators.persistence``): no annotations, no
+finalizers, so a Service is written once (by its creator) on the fast path. Without a
+stored diff base every event of a Service still in need is a "creation" to kopf, so the
+handler (idempotent) runs again on each one until the Service is served.
 """
 
 from __future__ import annotations
@@ -73,30 +80,41 @@ class ServiceAllocator:
         logger.info("allocated ClusterIP %s to %s", ip, parent)
         return [str(ip)]
 
+    def needs_allocation(
+        self,
+        body: Mapping[str, Any],
+        claims: Mapping[str, Iterable[ParentRef | None]] | None = None,
+    ) -> bool:
+        """Whether a stored Service has no address, or one this operator knows no claim
+        of (``claims``: kopf's index of IPAddresses, complete from the start)."""
+        meta = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        if meta.get("deletionTimestamp") or not needs_cluster_ip(spec):
+            return False
+        current = spec.get("clusterIP")
+        if not current:
+            return True
+        parent = ParentRef(meta.get("namespace") or "default", meta.get("name") or "")
+        return not (
+            current in self.known_claims
+            or self.in_use.parent(current) == parent
+            or parent in (claims or {}).get(current, ())
+        )
+
     async def allocate_stored(
         self,
         body: Mapping[str, Any],
         claims: Mapping[str, Iterable[ParentRef | None]] | None = None,
     ) -> None:
-        """Give a stored Service without an address one, or claim the one it holds.
-
-        ``claims`` (kopf's index of IPAddresses, complete from the start) confirms
-        existing claims without a request.
-        """
+        """Give a stored Service without an address one, or claim the one it holds."""
+        if not self.needs_allocation(body, claims):
+            return
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
-        if meta.get("deletionTimestamp") or not needs_cluster_ip(spec):
-            return
         parent = ParentRef(meta.get("namespace") or "default", meta["name"])
         current = spec.get("clusterIP")
         if current:
-            confirmed = (
-                current in self.known_claims
-                or self.in_use.parent(current) == parent
-                or parent in (claims or {}).get(current, ())
-            )
-            if not confirmed:
-                await self.claim_held(body, parent, current)
+            await self.claim_held(body, parent, current)
             return
         if self.in_use.claims_of(parent):
             # a claim for it is in flight (another replica, or a webhook whose create
@@ -262,7 +280,7 @@ def register(
     @kopf.on.event(
         "networking.k8s.io", "v1", "ipaddresses", id="follow_ip_addresses", registry=registry
     )
-    def follow_ip_addresses(body: kopf.Body, type: str | None, **_: Any) -> None:
+    async def follow_ip_addresses(body: kopf.Body, type: str | None, **_: Any) -> None:
         name = (body.get("metadata") or {}).get("name")
         if not name:
             return
@@ -273,19 +291,44 @@ def register(
             allocator.in_use.add(name, ipam.parent_of(body))
 
     @kopf.index("networking.k8s.io", "v1", "ipaddresses", id="ip_claims", registry=registry)
-    def ip_claims(body: kopf.Body, **_: Any) -> dict[str, ParentRef | None]:
+    async def ip_claims(body: kopf.Body, **_: Any) -> dict[str, ParentRef | None]:
         # an index, not only the event handler above: kopf fills every index before it
         # runs any handler, so Services listed at startup are checked without requests
         return {(body.get("metadata") or {}).get("name") or "": ipam.parent_of(body)}
 
-    @kopf.on.event("v1", "services", id="allocate_stored_cluster_ip", registry=registry)
-    async def allocate_stored_cluster_ip(body: kopf.Body, type: str | None, **kw: Any) -> None:
-        if type == "DELETED":
-            await allocator.release(body)
-            return
+    def in_need(body: kopf.Body, **kw: Any) -> bool:
+        return allocator.needs_allocation(body, kw["ip_claims"])
+
+    @kopf.on.resume(
+        "v1",
+        "services",
+        id="allocate_stored_cluster_ip",
+        when=in_need,
+        errors=kopf.ErrorsMode.IGNORED,  # no retry state is kept (see the handler)
+        registry=registry,
+    )
+    @kopf.on.create(
+        "v1",
+        "services",
+        id="allocate_stored_cluster_ip",
+        when=in_need,
+        errors=kopf.ErrorsMode.IGNORED,
+        registry=registry,
+    )
+    async def allocate_stored_cluster_ip(body: kopf.Body, **kw: Any) -> None:
+        # kopf keeps no retry state here: a failure is retried on the Service's next
+        # event, or by the sweep (a Service seen without an address twice in a row)
         try:
             await allocator.allocate_stored(body, kw["ip_claims"])
         except ipam.IpamError as exc:
-            # retried on the Service's next event (event handlers are not retried by kopf)
             logger.warning("cannot allocate a ClusterIP to stored Service: %s", exc)
             await post_event(allocator.api, body, "Warning", "ClusterIPAllocationFailed", str(exc))
+        except ClientError as exc:
+            logger.warning("cannot allocate a ClusterIP to stored Service now: %s", exc)
+
+    def deleted(type: str | None, **_: Any) -> bool:
+        return type == "DELETED"
+
+    @kopf.on.event("v1", "services", id="release_cluster_ip", when=deleted, registry=registry)
+    async def release_cluster_ip(body: kopf.Body, **_: Any) -> None:
+        await allocator.release(body)

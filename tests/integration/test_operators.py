@@ -414,25 +414,70 @@ async def test_an_orphaned_claim_is_swept_after_its_grace_period(api: ApiClient)
     await eventually(swept, timeout=15)
 
 
-async def test_service_stored_without_an_address_gets_one_from_the_fallback() -> None:
+def kopf_state(obj: dict[str, Any]) -> list[str]:
+    """What kopf would have written on an object: annotations, finalizers, status."""
+    meta = obj.get("metadata") or {}
+    found = [a for a in meta.get("annotations") or {} if "kopf" in a]
+    found += [f for f in meta.get("finalizers") or [] if "kopf" in f]
+    found += ["status.kopf"] if "kopf" in (obj.get("status") or {}) else []
+    return found
+
+
+async def test_services_stored_without_an_address_get_one_and_no_service_carries_kopf_state() -> (
+    None
+):
     with running_apiserver() as server:
-        with running_operators(
-            server.kubeconfig, "--no-webhook", "--service-cidr", CIDR, url=server.url
-        ):
-            async with ApiClient.from_kubeconfig(server.kubeconfig) as api:
-                created = await api.create(
+        async with ApiClient.from_kubeconfig(server.kubeconfig) as api:
+
+            def allocated(name: str) -> Callable[[], Awaitable[dict[str, Any]]]:
+                async def check() -> dict[str, Any]:
+                    svc = await api.get("v1", "services", name, "default")
+                    assert svc["spec"].get("clusterIP"), svc["spec"]
+                    return svc
+
+                return check
+
+            # stored while no operator runs: allocated when the operators start
+            early = await api.create("v1", "services", service_body("early", {"a": "b"}), "default")
+            assert not early["spec"].get("clusterIP")
+            with running_operators(
+                server.kubeconfig, "--no-webhook", "--service-cidr", CIDR, url=server.url
+            ):
+                await eventually(allocated("early"))
+                # stored while the operators run, without the webhook: allocated after
+                late = await api.create(
                     "v1", "services", service_body("late", {"a": "b"}), "default"
                 )
-                assert not created["spec"].get("clusterIP")
+                assert not late["spec"].get("clusterIP")
+                await eventually(allocated("late"))
 
-                async def allocated() -> str:
-                    svc = await api.get("v1", "services", "late", "default")
-                    assert svc["spec"].get("clusterIP")
-                    return str(svc["spec"]["clusterIP"])
+            with running_operators(
+                server.kubeconfig, "--service-cidr", CIDR, url=server.url
+            ) as operators:
+                admitted = await api.create(
+                    "v1", "services", service_body("admitted", {"a": "b"}), "default"
+                )
+                assert admitted["spec"].get("clusterIP")
+                # its events handled (its EndpointSlice written) before the operators stop
+                await eventually(lambda: _assert_nonempty(slices_of(api, "default", "admitted")))
+                operators.stop()
 
-                ip = await eventually(allocated)
-                claim = await api.get("networking.k8s.io/v1", "ipaddresses", ip)
-                assert claim["spec"]["parentRef"]["name"] == "late"
+            # nothing more can be written: every address is claimed for its Service, and
+            # kopf left no trace (the webhook's Service was written once, by its creator)
+            services = {n: await api.get("v1", "services", n, "default") for n in _NAMES}
+            ips = [svc["spec"]["clusterIP"] for svc in services.values()]
+            assert len(set(ips)) == 3
+            for name, svc in services.items():
+                claim = await api.get(
+                    "networking.k8s.io/v1", "ipaddresses", svc["spec"]["clusterIP"]
+                )
+                assert claim["spec"]["parentRef"]["name"] == name
+                assert kopf_state(svc) == [], (name, svc["metadata"])
+            stored = services["admitted"]["metadata"]["resourceVersion"]
+            assert stored == admitted["metadata"]["resourceVersion"]
+
+
+_NAMES = ("early", "late", "admitted")
 
 
 async def test_exhausted_range_is_a_clear_error() -> None:
