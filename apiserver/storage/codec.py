@@ -8,6 +8,10 @@ faster than the stdlib, 20x for encoding; see docs/benchmarks.md).
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -24,6 +28,50 @@ def decode(data: bytes, revision: int) -> RawObject:
     """A fresh object from stored bytes, its resourceVersion set to ``revision``."""
     obj: RawObject = orjson.loads(data)
     return stamp(obj, revision)
+
+
+def decode_all(rows: Iterable[tuple[int, bytes]]) -> list[RawObject]:
+    """``decode(value, revision)`` of each ``(revision, value)`` row, for a list.
+
+    The cyclic GC is paused meanwhile: a 10k-object list allocates about 40k dicts, which
+    would otherwise trigger some 60 young collections and, now and then, a full one that
+    walks the whole heap, all to find no cycles (JSON cannot make any).
+    """
+    loads = orjson.loads
+    items: list[RawObject] = []
+    with _gc_paused():
+        for revision, value in rows:
+            obj: RawObject = loads(value)
+            metadata = obj.get("metadata")
+            if not isinstance(metadata, dict):
+                metadata = obj["metadata"] = {}
+            metadata["resourceVersion"] = str(revision)
+            items.append(obj)
+    return items
+
+
+class _GcPause:
+    """Who holds the cyclic GC paused; the last one out turns it back on (if it was on)."""
+
+    lock = threading.Lock()
+    holders = 0
+    was_enabled = False
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    with _GcPause.lock:
+        if _GcPause.holders == 0:
+            _GcPause.was_enabled = gc.isenabled()
+            gc.disable()
+        _GcPause.holders += 1
+    try:
+        yield
+    finally:
+        with _GcPause.lock:
+            _GcPause.holders -= 1
+            if _GcPause.holders == 0 and _GcPause.was_enabled:
+                gc.enable()
 
 
 def stamp(obj: RawObject, revision: int) -> RawObject:

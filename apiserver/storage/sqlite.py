@@ -1,43 +1,59 @@
 """The embedded store: kine's append-only revision log on stdlib sqlite3 in WAL mode.
 
-One table is the log. Every create, update and delete inserts a row whose ``id`` is the
-store's revision; a delete inserts a tombstone that carries the last value, so DELETE
-events and delete responses have the object. ``UNIQUE(name, prev_revision)`` is kine's
-compare-and-swap guard: two writers that read the same revision of a key cannot both
-append a successor.
+Two tables (schema version 2, in ``PRAGMA user_version``):
+
+- ``kine``, the log. Every create, update and delete appends a row whose ``id`` is the
+  store's revision; a delete appends a tombstone that carries the last value, so DELETE
+  events and delete responses have the object. Watches, reads at a past revision and
+  compaction read it.
+- ``current``, each live key's latest revision (``name -> id``), kept in the same
+  transaction as the log. It is the compare-and-swap guard (a create claims the name, an
+  update or delete moves it only from the revision the caller read), it answers gets,
+  and it turns a list at the latest revision into one range scan instead of kine's
+  ``MAX(id) ... GROUP BY name`` over every logged version (a list at an older revision
+  still reads the log that way).
+
+The store's revision is ``max(newest log id, compacted revision, revision_floor)``: it
+never moves backwards, even when compaction removed the newest rows (tombstones), and an
+empty store is at revision 1, like etcd. A file written by schema version 1 (the log
+alone, revisions in ``sqlite_sequence``) is upgraded in place when opened; a newer
+schema is refused.
 
 How it runs (one process owns the file, like k3s with kine):
 
 - **Writes** go to one writer thread. It drains whatever is queued (up to ``max_batch``
   ops) into one ``BEGIN IMMEDIATE ... COMMIT``, so one fsync covers many ops (group
-  commit). Each op is isolated from the others in its batch without a savepoint: its
-  only change is one INSERT, which SQLite applies or rolls back as a whole (statement
-  journal), and its checks are SELECTs; dropping the two savepoint statements per op
-  measured about 20% less writer CPU. ``synchronous=FULL`` by default: a write is
-  acknowledged only after its commit reached the disk.
-- **Watch** events are published in-process right after COMMIT, in commit order, by one
-  callback per batch on the event loop. There is no polling. A watch subscribes first,
-  replays history from the log, then streams live events, dropping what it replayed.
-  A watcher that falls ``watch_queue_limit`` events behind has its queue emptied and
-  re-reads the log from where it was, so a slow watcher costs no memory and loses nothing.
-- **Reads**: point gets run on the event loop (one indexed lookup); lists and history
-  run in reader threads, each in one read transaction, so the revision and the rows come
-  from one snapshot.
-- **Revisions** come from ``sqlite_sequence``, so they never move backwards, even when
-  compaction removes the newest rows. The compacted revision lives in ``meta``.
+  commit). An op is two statements (claim or move the name in ``current``, append to the
+  log) with no savepoint: the guard's row count says whether it applies, and a statement
+  error fails the whole batch (every writer in it hears of it). ``synchronous=FULL`` by
+  default: a write is acknowledged only after its commit reached the disk.
+- **Acknowledgements** and watch events go back to the event loop through a pipe the
+  loop watches (cheaper than ``call_soon_threadsafe``'s lock and socket), one callback
+  per batch, in commit order, right after COMMIT. There is no polling. A watch
+  subscribes first, replays history from the log, then streams live events, dropping
+  what it replayed. A watcher that falls ``watch_queue_limit`` events behind has its
+  queue emptied and re-reads the log from where it was, so a slow watcher costs no
+  memory and loses nothing.
+- **Reads**: point gets run on the event loop (two primary-key lookups); lists and
+  history run in reader threads, each in one read transaction, so the revision and the
+  rows come from one snapshot.
 - **Compaction** removes rows superseded at or below the target and tombstones at or
   below it (kine's rule), in batches that interleave with writes, then truncates the
   WAL. A background task compacts every ``compact_interval`` seconds, keeping the last
-  ``compact_retain`` revisions.
+  ``compact_retain`` revisions. A key's current row is never superseded, so ``current``
+  always points at a row that exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
 import fcntl
+import functools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -67,9 +83,12 @@ logger = logging.getLogger(__name__)
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
+SCHEMA_VERSION: Final = 2
+
 _SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS kine (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+BEGIN IMMEDIATE;
+CREATE TABLE kine (
+    id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     created INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
@@ -77,38 +96,69 @@ CREATE TABLE IF NOT EXISTS kine (
     prev_revision INTEGER NOT NULL,
     value BLOB NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS kine_name_prev_revision ON kine (name, prev_revision);
-CREATE INDEX IF NOT EXISTS kine_name_id ON kine (name, id);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('compact_revision', 0);
+CREATE INDEX kine_name_id ON kine (name, id);
+CREATE TABLE current (name TEXT PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (key, value) VALUES ('compact_revision', 0), ('revision_floor', 1);
+PRAGMA user_version = 2;
+COMMIT;
 """
-# Like etcd, an empty store is at revision 1, so 0 stays free to mean "now" / "latest".
-_FIRST_REVISION: Final = (
-    "INSERT INTO sqlite_sequence (name, seq)"
-    " SELECT 'kine', 1 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'kine')"
-)
+# Schema 1 was the log alone, with AUTOINCREMENT ids (the revision in sqlite_sequence) and
+# a UNIQUE (name, prev_revision) index as its compare-and-swap guard.
+_UPGRADE_FROM_1: Final = """
+BEGIN IMMEDIATE;
+CREATE TABLE kine_v2 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    create_revision INTEGER NOT NULL,
+    prev_revision INTEGER NOT NULL,
+    value BLOB NOT NULL
+);
+INSERT INTO kine_v2 SELECT id, name, created, deleted, create_revision, prev_revision, value
+    FROM kine;
+INSERT OR REPLACE INTO meta (key, value)
+    SELECT 'revision_floor', max(1, ifnull((SELECT seq FROM sqlite_sequence
+    WHERE name = 'kine'), 0));
+DROP TABLE kine;
+ALTER TABLE kine_v2 RENAME TO kine;
+CREATE INDEX kine_name_id ON kine (name, id);
+CREATE TABLE current (name TEXT PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO current (name, id)
+    SELECT name, MAX(id) FROM kine GROUP BY name HAVING deleted = 0;
+PRAGMA user_version = 2;
+COMMIT;
+"""
 
-_LATEST: Final = "SELECT id, deleted, value FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1"
-_LATEST_FOR_WRITE: Final = (
-    "SELECT id, deleted, create_revision FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1"
+# Reads of the latest state: the key's row in ``current``, then its log row by id.
+_LATEST: Final = (
+    "SELECT k.id, k.value FROM current AS c CROSS JOIN kine AS k ON k.id = c.id WHERE c.name = ?"
 )
 _AT_REVISION: Final = (
     "SELECT id, deleted, value FROM kine WHERE name = ? AND id <= ? ORDER BY id DESC LIMIT 1"
 )
-_INSERT: Final = (
-    "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, value)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+_CURRENT: Final = (
+    "SELECT max(ifnull((SELECT max(id) FROM kine), 0),"
+    " (SELECT value FROM meta WHERE key = 'compact_revision'),"
+    " (SELECT value FROM meta WHERE key = 'revision_floor'))"
 )
-_CURRENT: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'kine'"
 _COMPACTED: Final = "SELECT value FROM meta WHERE key = 'compact_revision'"
 _SET_COMPACTED: Final = "UPDATE meta SET value = ? WHERE key = 'compact_revision'"
-# SQLite's bare-column rule: with a single MAX(), the other columns come from the row
-# holding the maximum, so one pass over the (name, id) index yields each key's latest row.
-_LIST: Final = (
-    "SELECT name, MAX(id), deleted, value FROM kine"
+# A list at the latest revision: a range scan of ``current``, values by id from the log.
+_LIST_LATEST: Final = (
+    "SELECT k.id, k.value FROM current AS c CROSS JOIN kine AS k ON k.id = c.id"
+    " WHERE c.name >= ? {upper} ORDER BY c.name LIMIT ?"
+)
+# A list at a past revision, from the log. SQLite's bare-column rule: with a single MAX(),
+# the other columns come from the row holding the maximum, so one pass over the
+# (name, id) index yields each key's latest row at that revision.
+_LIST_AT_REVISION: Final = (
+    "SELECT MAX(id), value FROM kine"
     " WHERE name >= ? {upper} AND id <= ? GROUP BY name HAVING deleted = 0"
     " ORDER BY name LIMIT ?"
 )
+_NAME_OF: Final = "SELECT name FROM kine WHERE id = ?"
 _HISTORY: Final = (
     "SELECT k.id, k.name, k.created, k.deleted, k.value, k.prev_revision, p.value"
     " FROM kine AS k LEFT JOIN kine AS p ON p.id = k.prev_revision"
@@ -118,6 +168,21 @@ _COMPACT_BATCH: Final = (
     "DELETE FROM kine WHERE id IN ("
     " SELECT prev_revision FROM kine WHERE prev_revision != 0 AND id > ? AND id <= ?"
     " UNION SELECT id FROM kine WHERE deleted != 0 AND id > ? AND id <= ?)"
+)
+
+# The writer's statements. The guard (claim, advance, release) comes first; its row count
+# says whether the op applies, and only then is the log row appended.
+_CLAIM: Final = "INSERT INTO current (name, id) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+_ADVANCE: Final = "UPDATE current SET id = ? WHERE name = ? AND id = ?"
+_RELEASE: Final = "DELETE FROM current WHERE name = ? AND id = ?"
+_CURRENT_ID: Final = "SELECT id FROM current WHERE name = ?"
+_APPEND_CREATED: Final = (
+    "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, value)"
+    " VALUES (?1, ?2, 1, 0, ?1, 0, ?3)"
+)
+_APPEND_SUCCESSOR: Final = (
+    "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, value)"
+    " SELECT ?1, name, 0, ?2, create_revision, id, ?3 FROM kine WHERE id = ?4"
 )
 
 _CREATE: Final = 1
@@ -199,6 +264,7 @@ class SqliteStorage:
         self.max_batch = max_batch
         self.watch_queue_limit = watch_queue_limit
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._mailbox: _Mailbox | None = None
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_revision = 0  # owned by the writer thread
@@ -228,8 +294,12 @@ class SqliteStorage:
         self._conn = self._connect()
         self._revision = self._writer_revision = _current(self._conn)
         self._compacted = _compacted(self._conn)
+        self._mailbox = _Mailbox(self._loop)
         self._writer = threading.Thread(
-            target=self._writer_main, name=f"sqlite-writer:{self.path.name}", daemon=True
+            target=self._writer_main,
+            args=(self._mailbox,),
+            name=f"sqlite-writer:{self.path.name}",
+            daemon=True,
         )
         self._writer.start()
         if self.compact_interval > 0:
@@ -253,8 +323,8 @@ class SqliteStorage:
         if self._writer is not None:
             self._queue.put(_STOP)
             await asyncio.to_thread(self._writer.join)
-            # Let the writer's last publish callback run before the watches end.
-            await asyncio.sleep(0)
+        if self._mailbox is not None:
+            self._mailbox.close()  # runs what the writer posted last, before the watches end
         for subscriber in self._subscribers:
             subscriber.queue.put_nowait(None)
         self._subscribers.clear()
@@ -313,8 +383,23 @@ class SqliteStorage:
                     str(self.path),
                     f"{self.path}: cannot use WAL mode (got {mode}); use a local disk",
                 )
-            conn.executescript(_SCHEMA)
-            conn.execute(_FIRST_REVISION)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            logged = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kine'"
+            ).fetchone()
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise Unavailable(
+                    str(self.path),
+                    f"{self.path} has schema version {version}, written by a newer minik8s;"
+                    f" this one reads version {SCHEMA_VERSION}",
+                )
+            if logged is None:
+                conn.executescript(_SCHEMA)
+            else:
+                logger.info("upgrading %s from schema version 1 to %d", self.path, SCHEMA_VERSION)
+                conn.executescript(_UPGRADE_FROM_1)
         finally:
             conn.close()
 
@@ -338,10 +423,12 @@ class SqliteStorage:
         conn = self._ready()
         if revision == 0:
             row = conn.execute(_LATEST, (key,)).fetchone()
-        else:
-            with _snapshot(conn):
-                _check_revision(conn, key, revision)
-                row = conn.execute(_AT_REVISION, (key, revision)).fetchone()
+            if row is None:
+                raise NotFound(key)
+            return codec.decode(row[1], row[0])
+        with _snapshot(conn):
+            _check_revision(conn, key, revision)
+            row = conn.execute(_AT_REVISION, (key, revision)).fetchone()
         if row is None or row[1]:
             raise NotFound(key)
         return codec.decode(row[2], row[0])
@@ -356,20 +443,25 @@ class SqliteStorage:
 
     def _list_sync(self, prefix: str, start: str, revision: int, limit: int) -> Page:
         end = prefix_end(prefix)
-        sql = _LIST.format(upper="AND name < ?" if end else "")
-        with self._reader() as conn, _snapshot(conn):
-            if revision:
-                _check_revision(conn, prefix, revision)
-            else:
-                revision = _current(conn)
-            params: tuple[object, ...] = (start, end) if end else (start,)
-            rows = conn.execute(sql, (*params, revision, limit + 1 if limit else -1)).fetchall()
+        bounds: tuple[object, ...] = (start, end) if end else (start,)
+        count = limit + 1 if limit else -1
         cont = ""
-        if limit and len(rows) > limit:
-            rows = rows[:limit]
-            cont = encode_token(prefix, revision, rows[-1][0])
-        items = [codec.decode(value, rev) for _name, rev, _deleted, value in rows]
-        return Page(items=items, revision=revision, cont=cont)
+        with self._reader() as conn, _snapshot(conn):
+            current = _current(conn)
+            if revision:
+                _check_revision(conn, prefix, revision, current)
+            if revision in (0, current):
+                revision = current
+                sql = _LIST_LATEST.format(upper="AND c.name < ?" if end else "")
+                rows = conn.execute(sql, (*bounds, count)).fetchall()
+            else:
+                sql = _LIST_AT_REVISION.format(upper="AND name < ?" if end else "")
+                rows = conn.execute(sql, (*bounds, revision, count)).fetchall()
+            if limit and len(rows) > limit:
+                rows = rows[:limit]
+                last = conn.execute(_NAME_OF, (rows[-1][0],)).fetchone()[0]
+                cont = encode_token(prefix, revision, last)
+        return Page(items=codec.decode_all(rows), revision=revision, cont=cont)
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
@@ -408,9 +500,9 @@ class SqliteStorage:
         conn = self._ready()
         while True:
             row = conn.execute(_LATEST, (key,)).fetchone()
-            if row is None or row[1]:
+            if row is None:
                 raise NotFound(key)
-            revision, stored = row[0], row[2]
+            revision, stored = row
             current = codec.decode(stored, revision)
             check_preconditions(key, current, revision, expect_rv, expect_uid)
             updated = codec.strip_revision(update(codec.decode(stored, revision)))
@@ -431,9 +523,9 @@ class SqliteStorage:
         conn = self._ready()
         while True:
             row = conn.execute(_LATEST, (key,)).fetchone()
-            if row is None or row[1]:
+            if row is None:
                 raise NotFound(key)
-            revision, stored = row[0], row[2]
+            revision, stored = row
             last = codec.decode(stored, revision)
             check_preconditions(key, last, revision, expect_rv, expect_uid)
             write = await self._submit(_DELETE, key, revision, stored)
@@ -462,25 +554,24 @@ class SqliteStorage:
 
     # -- the writer thread -------------------------------------------------------------
 
-    def _writer_main(self) -> None:
+    def _writer_main(self, mailbox: _Mailbox) -> None:
         conn = self._connect(writer=True)
+        cursor = conn.cursor()
+        pending = self._queue
         try:
             stop = False
             while not stop:
-                item = self._queue.get()
+                item = pending.get()
                 if item is _STOP:
                     break
                 if isinstance(item, _Compaction):
-                    self._compact_step(conn, item)
+                    self._compact_step(conn, item, mailbox)
                     continue
                 assert isinstance(item, _Write)
                 batch = [item]
                 after: _Compaction | None = None
-                while len(batch) < self.max_batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
+                while len(batch) < self.max_batch and not pending.empty():
+                    item = pending.get_nowait()
                     if item is _STOP:
                         stop = True
                         break
@@ -489,25 +580,20 @@ class SqliteStorage:
                         break
                     assert isinstance(item, _Write)
                     batch.append(item)
-                self._commit(conn, batch)
+                self._commit(cursor, batch)
+                mailbox.post(functools.partial(self._publish, batch))
                 if after is not None:
-                    self._compact_step(conn, after)
+                    self._compact_step(conn, after, mailbox)
         finally:
             conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: _Writes) -> None:
+    def _commit(self, cursor: sqlite3.Cursor, batch: _Writes) -> None:
         revision = self._writer_revision
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            cursor.execute("BEGIN IMMEDIATE")
             for write in batch:
-                try:
-                    revision = self._apply(conn, write, revision)
-                except sqlite3.IntegrityError as exc:
-                    # Another process wrote to this file: the CAS guard held. Move past
-                    # the revisions it used; the caller re-reads and retries.
-                    write.status, write.error = _STALE, str(exc)
-                    revision = max(revision, _current(conn))
-            conn.execute("COMMIT")
+                revision = _apply(cursor, write, revision)
+            cursor.execute("COMMIT")
             self._writer_revision = revision
             self.batches += 1
             self.writes += len(batch)
@@ -518,41 +604,13 @@ class SqliteStorage:
                 logger.exception("commit of %d writes to %s failed", len(batch), self.path)
             for write in batch:
                 write.status, write.error = _FAILED, str(exc)
+            conn = cursor.connection
             try:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self._writer_revision = _current(conn)
             except sqlite3.Error as again:
                 logger.error("cannot roll back %s: %s", self.path, again)
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(self._publish, batch)
-        except RuntimeError:
-            logger.warning("event loop closed before %d writes were acknowledged", len(batch))
-
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, write: _Write, revision: int) -> int:
-        row = conn.execute(_LATEST_FOR_WRITE, (write.key,)).fetchone()
-        if write.kind == _CREATE:
-            if row is not None and not row[1]:
-                write.status = _EXISTS
-                return revision
-            revision += 1
-            prev = row[0] if row is not None else 0
-            conn.execute(_INSERT, (revision, write.key, 1, 0, revision, prev, write.value))
-        else:
-            if row is None or row[1]:
-                write.status = _MISSING
-                return revision
-            if row[0] != write.expect:
-                write.status = _STALE
-                return revision
-            revision += 1
-            deleted = 1 if write.kind == _DELETE else 0
-            conn.execute(_INSERT, (revision, write.key, 0, deleted, row[2], row[0], write.value))
-            write.prev_revision = row[0]
-        write.status, write.revision = _OK, revision
-        return revision
 
     # -- publishing (event loop, one callback per commit, in commit order) -------------------
 
@@ -681,7 +739,7 @@ class SqliteStorage:
         self._compacted = max(self._compacted, job.done_to)
         logger.info("compacted %s to revision %d", self.path, self._compacted)
 
-    def _compact_step(self, conn: sqlite3.Connection, job: _Compaction) -> None:
+    def _compact_step(self, conn: sqlite3.Connection, job: _Compaction, mailbox: _Mailbox) -> None:
         """One batch of a compaction (writer thread); re-queues itself until done."""
         try:
             done_to = _compacted(conn)
@@ -709,9 +767,7 @@ class SqliteStorage:
         except sqlite3.Error as exc:
             logger.error("compaction of %s failed: %s", self.path, exc)
             job.error = str(exc)
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_resolve, job.future)
+        mailbox.post(functools.partial(_resolve, job.future))
 
     async def _compact_periodically(self) -> None:
         while True:
@@ -722,6 +778,67 @@ class SqliteStorage:
                     await self.compact(target)
                 except StorageError as exc:
                     logger.warning("periodic compaction of %s failed: %s", self.path, exc)
+
+
+def _apply(cursor: sqlite3.Cursor, write: _Write, revision: int) -> int:
+    """One op of a batch (writer thread): its outcome on ``write``, the revision after it."""
+    key, following = write.key, revision + 1
+    if write.kind == _CREATE:
+        if cursor.execute(_CLAIM, (key, following)).rowcount != 1:
+            write.status = _EXISTS
+            return revision
+        cursor.execute(_APPEND_CREATED, (following, key, write.value))
+    else:
+        if write.kind == _UPDATE:
+            cursor.execute(_ADVANCE, (following, key, write.expect))
+        else:
+            cursor.execute(_RELEASE, (key, write.expect))
+        if cursor.rowcount != 1:
+            at = cursor.execute(_CURRENT_ID, (key,)).fetchone()
+            write.status = _MISSING if at is None else _STALE
+            return revision
+        deleted = 1 if write.kind == _DELETE else 0
+        cursor.execute(_APPEND_SUCCESSOR, (following, deleted, write.value, write.expect))
+        write.prev_revision = write.expect
+    write.status, write.revision = _OK, following
+    return following
+
+
+class _Mailbox:
+    """Runs callbacks from the writer thread on the event loop, in the order posted.
+
+    A deque and a non-blocking pipe the loop watches: the writer appends, then writes a
+    byte; the loop reads the bytes, then runs everything queued. One write(2) per commit,
+    no lock (``call_soon_threadsafe`` takes one and sends on a socket).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._posted: collections.deque[Callable[[], object]] = collections.deque()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        loop.add_reader(self._wake_read, self._deliver)
+
+    def post(self, callback: Callable[[], object]) -> None:
+        """Writer thread: run ``callback`` on the loop soon."""
+        self._posted.append(callback)
+        with contextlib.suppress(BlockingIOError):  # full: the loop has bytes to wake on
+            os.write(self._wake_write, b"\0")
+
+    def _deliver(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_read, 4096)
+        posted = self._posted
+        while posted:
+            posted.popleft()()
+
+    def close(self) -> None:
+        """Event loop, once the writer has stopped: run what is left, release the pipe."""
+        self._loop.remove_reader(self._wake_read)
+        self._deliver()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -763,10 +880,13 @@ def _compacted(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row is not None else 0
 
 
-def _check_revision(conn: sqlite3.Connection, key: str, revision: int) -> None:
+def _check_revision(
+    conn: sqlite3.Connection, key: str, revision: int, current: int | None = None
+) -> None:
     compacted = _compacted(conn)
     if revision < compacted:
         raise Compacted(key, revision, compacted)
-    current = _current(conn)
+    if current is None:
+        current = _current(conn)
     if revision > current:
         raise TooLargeRevision(key, revision, current)

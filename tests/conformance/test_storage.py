@@ -154,6 +154,43 @@ async def test_list_pages_are_pinned_to_the_revision_of_the_first_page(store: St
     assert seen[-1]["data"] == {"v": "0"}
 
 
+async def test_pages_without_writes_between_them_add_up_to_the_whole_list(
+    store: Storage,
+) -> None:
+    for i in range(7):
+        await store.create(f"/registry/configmaps/default/n{i}", obj(f"n{i}"))
+    whole = await store.list("/registry/configmaps/default/")
+    seen: list[RawObject] = []
+    cont = ""
+    while True:
+        page = await store.list("/registry/configmaps/default/", limit=3, cont=cont)
+        assert page.revision == whole.revision
+        seen.extend(page.items)
+        cont = page.cont
+        if not cont:
+            break
+    assert seen == whole.items
+
+
+async def test_a_list_at_a_past_revision_equals_the_list_that_was_latest_then(
+    store: Storage,
+) -> None:
+    prefix = "/registry/configmaps/default/"
+    for name in "abcd":
+        await store.create(f"{prefix}{name}", obj(name, v=0))
+    await store.guaranteed_update(f"{prefix}b", set_data(v="1"))
+    await store.delete(f"{prefix}c")
+    await store.delete(f"{prefix}d")
+    await store.create(f"{prefix}d", obj("d", v=2))
+    latest = await store.list(prefix)
+    await store.guaranteed_update(f"{prefix}b", set_data(v="3"))
+    await store.delete(f"{prefix}a")
+    await store.create(f"{prefix}c", obj("c", v=4))
+    past = await store.list(prefix, revision=latest.revision)
+    assert past.items == latest.items
+    assert [o["metadata"]["name"] for o in past.items] == ["a", "b", "d"]
+
+
 async def test_continue_token_that_was_not_issued_is_invalid(store: Storage) -> None:
     with pytest.raises(InvalidContinue):
         await store.list("/registry/configmaps/", limit=1, cont="not-a-token")

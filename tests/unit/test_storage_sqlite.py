@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from apiserver.storage.interface import RawObject, Unavailable, WatchEvent
-from apiserver.storage.sqlite import SqliteStorage
+from apiserver.storage.interface import NotFound, RawObject, Unavailable, WatchEvent
+from apiserver.storage.sqlite import SCHEMA_VERSION, SqliteStorage
 
 DEADLINE = 10.0
 
@@ -101,3 +102,83 @@ async def test_a_second_store_on_the_same_file_is_refused_until_the_first_closes
     third = SqliteStorage(tmp_path / "s.sqlite", compact_interval=0)
     await third.start()
     await third.close()
+
+
+# What schema version 1 wrote: the log alone, revisions from AUTOINCREMENT.
+SCHEMA_1 = """
+CREATE TABLE kine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    create_revision INTEGER NOT NULL,
+    prev_revision INTEGER NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE UNIQUE INDEX kine_name_prev_revision ON kine (name, prev_revision);
+CREATE INDEX kine_name_id ON kine (name, id);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (key, value) VALUES ('compact_revision', 0);
+"""
+
+
+def write_schema_1_file(path: Path) -> None:
+    """a created (2), updated (3); b created (4), deleted (5). ``sqlite_sequence`` says
+    7, above the newest row (as after a compaction removed the newest tombstones): the
+    revision must come from there."""
+    rows = [
+        (2, "/registry/a/a", 1, 0, 2, 0, b'{"metadata":{"name":"a"},"data":{"v":"1"}}'),
+        (3, "/registry/a/a", 0, 0, 2, 2, b'{"metadata":{"name":"a"},"data":{"v":"2"}}'),
+        (4, "/registry/a/b", 1, 0, 4, 0, b'{"metadata":{"name":"b"}}'),
+        (5, "/registry/a/b", 0, 1, 4, 4, b'{"metadata":{"name":"b"}}'),
+    ]
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(SCHEMA_1)
+        conn.executemany("INSERT INTO kine VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("UPDATE sqlite_sequence SET seq = 7 WHERE name = 'kine'")
+
+
+async def test_a_schema_1_file_is_upgraded_in_place_keeping_state_history_and_revision(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite"
+    write_schema_1_file(path)
+    store = SqliteStorage(path, compact_interval=0)
+    await store.start()
+    try:
+        assert await store.current_revision() == 7
+        a = await store.get("/registry/a/a")
+        assert a == {"metadata": {"name": "a", "resourceVersion": "3"}, "data": {"v": "2"}}
+        with pytest.raises(NotFound):
+            await store.get("/registry/a/b")
+        assert (await store.list("/registry/")).items == [a]
+        assert (await store.get("/registry/a/b", revision=4))["metadata"]["name"] == "b"
+        history = store.watch("/registry/", since=1)
+        assert [(e.type, e.revision) for e in [await anext(history) for _ in range(4)]] == [
+            ("ADDED", 2),
+            ("MODIFIED", 3),
+            ("ADDED", 4),
+            ("DELETED", 5),
+        ]
+        await history.aclose()
+        updated = await store.guaranteed_update(
+            "/registry/a/a", lambda o: {**o, "data": {"v": "3"}}
+        )
+        assert updated["metadata"]["resourceVersion"] == "8"
+        again = await store.create("/registry/a/b", obj("b"))
+        assert again["metadata"]["resourceVersion"] == "9"
+    finally:
+        await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_a_file_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store = SqliteStorage(path, compact_interval=0)
+    with pytest.raises(Unavailable, match="newer minik8s"):
+        await store.start()
+    await store.close()
