@@ -82,7 +82,8 @@ class ServiceStrategy(GenericStrategy):
         elif isinstance(cluster_ips, list) and cluster_ips and not cluster_ip:
             spec["clusterIP"] = cluster_ips[0]
         if "ipFamilies" not in spec:
-            ip = parse_ip(text(spec.get("clusterIP")))
+            ip_text = text(spec.get("clusterIP"))
+            ip = parse_ip(ip_text) if ip_text else None
             spec["ipFamilies"] = ["IPv6" if ip is not None and ip.version == 6 else "IPv4"]
         spec.setdefault("ipFamilyPolicy", "SingleStack")
 
