@@ -24,6 +24,7 @@ from apiserver.encoding import DecodeError, decode_json, decode_yaml, encode, en
 from apiserver.errors import StatusError
 from apiserver.metrics import Metrics
 from apiserver.registry import FieldValidation, Registry, WriteResult
+from apiserver.request import ApiRequest
 from apiserver.resources import Resource, ResourceIndex
 from apiserver.watch import CacheEntry
 from apiserver.watch_http import (
@@ -98,7 +99,7 @@ def status_response(err: StatusError) -> Response:
 
 
 def object_response(
-    request: Request, body: Any, status: int = 200, warnings: list[str] | None = None
+    request: ApiRequest, body: Any, status: int = 200, warnings: list[str] | None = None
 ) -> Response:
     headers = {}
     if warnings:
@@ -112,24 +113,8 @@ def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _accepts(request: Request) -> list[tuple[str, dict[str, str]]]:
-    """The Accept header as (media type, params), in order."""
-    out = []
-    for part in request.headers.get("accept", "").split(","):
-        pieces = [p.strip() for p in part.split(";")]
-        if not pieces[0]:
-            continue
-        params = {}
-        for p in pieces[1:]:
-            if "=" in p:
-                k, v = p.split("=", 1)
-                params[k.strip()] = v.strip()
-        out.append((pieces[0].lower(), params))
-    return out
-
-
-def _wants_table(request: Request) -> bool:
-    for media, params in _accepts(request):
+def _wants_table(request: ApiRequest) -> bool:
+    for media, params in request.accepts():
         if params.get("as") == "Table" and params.get("g") == "meta.k8s.io":
             return True
         if media in (JSON, "*/*", YAML):
@@ -137,16 +122,16 @@ def _wants_table(request: Request) -> bool:
     return False
 
 
-def _wants_yaml(request: Request) -> bool:
-    accepts = _accepts(request)
+def _wants_yaml(request: ApiRequest) -> bool:
+    accepts = request.accepts()
     return bool(accepts) and accepts[0][0] == YAML
 
 
 # -- request parsing --------------------------------------------------------------------
 
 
-async def read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
+async def read_body(request: ApiRequest) -> bytes:
+    length = request.header(b"content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise errors.request_entity_too_large(MAX_BODY_BYTES)
     chunks = []
@@ -159,11 +144,11 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+def _media_type(request: ApiRequest) -> str:
+    return (request.header(b"content-type") or "").split(";")[0].strip().lower()
 
 
-async def read_object(request: Request) -> Any:
+async def read_object(request: ApiRequest) -> Any:
     body = await read_body(request)
     media = _media_type(request)
     if not body.strip():
@@ -198,12 +183,12 @@ def _kind_of(media: str) -> str:
     return "YAML" if "yaml" in media else "JSON"
 
 
-def _query_bool(request: Request, name: str) -> bool:
-    return request.query_params.get(name, "").lower() in ("true", "1")
+def _query_bool(request: ApiRequest, name: str) -> bool:
+    return request.query(name).lower() in ("true", "1")
 
 
-def _dry_run(request: Request) -> bool:
-    values = request.query_params.getlist("dryRun")
+def _dry_run(request: ApiRequest) -> bool:
+    values = request.query_all("dryRun")
     for value in values:
         if value != "All":
             raise errors.bad_request(
@@ -212,8 +197,8 @@ def _dry_run(request: Request) -> bool:
     return bool(values)
 
 
-def _field_validation(request: Request) -> FieldValidation:
-    value = request.query_params.get("fieldValidation", "")
+def _field_validation(request: ApiRequest) -> FieldValidation:
+    value = request.query("fieldValidation")
     if value in ("", "Ignore"):
         return "Ignore"
     if value in ("Strict", "Warn"):
@@ -224,8 +209,8 @@ def _field_validation(request: Request) -> FieldValidation:
     )
 
 
-def _int_param(request: Request, name: str, default: int = 0) -> int:
-    raw = request.query_params.get(name)
+def _int_param(request: ApiRequest, name: str, default: int = 0) -> int:
+    raw = request.query_or_none(name)
     if raw is None or raw == "":
         return default
     try:
@@ -245,10 +230,10 @@ class Target:
     subresource: str
 
 
-def resolve(request: Request) -> Target:
+def resolve(request: ApiRequest) -> Target:
     """The resource a URL names, or 404 (with upstream's message for unknown resources)."""
     p = request.path_params
-    index = state_of(request).index
+    index = request.state.index
     group = p.get("group", "")
     version = p["version"]
     namespace = p.get("namespace")
@@ -262,18 +247,18 @@ def resolve(request: Request) -> Target:
         if ns_res is not None and plural in ns_res.subresources:
             return Target(ns_res, None, namespace, plural)
     if resource is None:
-        raise errors.resource_not_found(request.url.path)
+        raise errors.resource_not_found(request.url_path)
     if namespace is not None and not resource.namespaced:
-        raise errors.resource_not_found(request.url.path)
+        raise errors.resource_not_found(request.url_path)
     if sub and sub not in resource.subresources:
-        raise errors.resource_not_found(request.url.path)
+        raise errors.resource_not_found(request.url_path)
     return Target(resource, namespace, name, sub)
 
 
 # -- resource endpoint ------------------------------------------------------------------
 
 
-def _verb(request: Request, target: Target) -> str:
+def _verb(request: ApiRequest, target: Target) -> str:
     method = request.method
     if target.name is None:
         if method == "GET":
@@ -286,8 +271,16 @@ def _verb(request: Request, target: Target) -> str:
     return method
 
 
-async def resource_endpoint(request: Request) -> Response:
-    state = state_of(request)
+async def resource_route(request: Request) -> Response:
+    """The resource routes' endpoint when Starlette routed the request (the app's own
+    dispatch, ``routes.resource_params``, serves them without Starlette otherwise)."""
+    scope = request.scope
+    api = ApiRequest(scope, request.receive, request.path_params, state_of(request))
+    return await resource_endpoint(api)
+
+
+async def resource_endpoint(request: ApiRequest) -> Response:
+    state = request.state
     started = time.perf_counter()
     labels = ("", "", "", "", "", "")
     verb = request.method
@@ -301,7 +294,7 @@ async def resource_endpoint(request: Request) -> Response:
     except StatusError as err:
         response = status_response(err)
     except Exception:
-        logger.exception("%s %s failed", request.method, request.url.path)
+        logger.exception("%s %s failed", request.method, request.url_path)
         response = status_response(
             errors.internal("an internal error occurred; the server log has the details")
         )
@@ -312,7 +305,7 @@ async def resource_endpoint(request: Request) -> Response:
     return response
 
 
-async def _dispatch(request: Request, state: ApiState, t: Target, verb: str) -> Response:
+async def _dispatch(request: ApiRequest, state: ApiState, t: Target, verb: str) -> Response:
     reg = state.registry
     res = t.resource
     method = request.method
@@ -337,8 +330,8 @@ async def _dispatch(request: Request, state: ApiState, t: Target, verb: str) -> 
             listed = await reg.delete_collection(
                 res,
                 t.namespace,
-                label_selector=request.query_params.get("labelSelector", ""),
-                field_selector=request.query_params.get("fieldSelector", ""),
+                label_selector=request.query("labelSelector"),
+                field_selector=request.query("fieldSelector"),
                 dry_run=_dry_run(request),
             )
             items = _served_all(reg, res, listed.items)
@@ -397,7 +390,7 @@ def _revision_of(obj: dict[str, Any]) -> int:
         return 0
 
 
-async def patch(request: Request, state: ApiState, t: Target, name: str) -> Response:
+async def patch(request: ApiRequest, state: ApiState, t: Target, name: str) -> Response:
     media = _media_type(request)
     patch_type = PATCH_TYPES.get(media)
     if patch_type is None:
@@ -425,7 +418,7 @@ async def patch(request: Request, state: ApiState, t: Target, name: str) -> Resp
     return object_response(request, obj, 200, result.warnings)
 
 
-async def delete(request: Request, state: ApiState, t: Target, name: str) -> Response:
+async def delete(request: ApiRequest, state: ApiState, t: Target, name: str) -> Response:
     options: dict[str, Any] = {}
     body = await read_body(request)
     if body.strip():
@@ -470,17 +463,17 @@ def _list_body(
     }
 
 
-async def list_objects(request: Request, state: ApiState, t: Target) -> Response:
-    q = request.query_params
+async def list_objects(request: ApiRequest, state: ApiState, t: Target) -> Response:
+    q = request.query
     result = await state.registry.list(
         t.resource,
         t.namespace,
-        label_selector=q.get("labelSelector", ""),
-        field_selector=q.get("fieldSelector", ""),
+        label_selector=q("labelSelector"),
+        field_selector=q("fieldSelector"),
         limit=_int_param(request, "limit"),
-        cont=q.get("continue", ""),
-        resource_version=q.get("resourceVersion", ""),
-        resource_version_match=q.get("resourceVersionMatch", ""),
+        cont=q("continue"),
+        resource_version=q("resourceVersion"),
+        resource_version_match=q("resourceVersionMatch"),
     )
     convert = state.registry.converter(t.resource)
     items = result.items if convert is None else [convert(o) for o in result.items]
@@ -555,7 +548,7 @@ def build_table(
 
 
 def _table_response(
-    request: Request,
+    request: ApiRequest,
     state: ApiState,
     res: Resource,
     objs: list[dict[str, Any]],
@@ -567,7 +560,7 @@ def _table_response(
         state,
         res,
         objs,
-        include_object=request.query_params.get("includeObject", "Metadata"),
+        include_object=request.query("includeObject", "Metadata"),
         resource_version=str(revision),
         cont=cont,
     )
@@ -577,20 +570,20 @@ def _table_response(
 # -- watch ------------------------------------------------------------------------------
 
 
-async def watch(request: Request, state: ApiState, t: Target) -> Response:
-    q = request.query_params
+async def watch(request: ApiRequest, state: ApiState, t: Target) -> Response:
+    q = request.query
     res = t.resource
     reg = state.registry
     table = _wants_table(request)
     media_type = TABLE_CONTENT_TYPE if table else JSON
-    send_initial = q.get("sendInitialEvents")
+    send_initial = request.query_or_none("sendInitialEvents")
     try:
         start = await reg.watch(
             res,
             t.namespace,
-            resource_version=q.get("resourceVersion", ""),
-            label_selector=q.get("labelSelector", ""),
-            field_selector=q.get("fieldSelector", ""),
+            resource_version=q("resourceVersion"),
+            label_selector=q("labelSelector"),
+            field_selector=q("fieldSelector"),
             send_initial_events=None if send_initial is None else send_initial.lower() == "true",
         )
     except StatusError as err:
@@ -603,7 +596,7 @@ async def watch(request: Request, state: ApiState, t: Target) -> Response:
     bookmarks = _query_bool(request, "allowWatchBookmarks")
     encoder: EventEncoder = JsonEvents()
     if table:
-        include = q.get("includeObject", "Metadata")
+        include = q("includeObject", "Metadata")
 
         def one_row(objs: list[dict[str, Any]], *, with_definitions: bool) -> dict[str, Any]:
             return build_table(
