@@ -31,15 +31,11 @@ def decode(data: bytes, revision: int) -> RawObject:
 
 
 def decode_all(rows: Iterable[tuple[int, bytes]]) -> list[RawObject]:
-    """``decode(value, revision)`` of each ``(revision, value)`` row, for a list.
-
-    The cyclic GC is paused meanwhile: a 10k-object list allocates about 40k dicts, which
-    would otherwise trigger some 60 young collections and, now and then, a full one that
-    walks the whole heap, all to find no cycles (JSON cannot make any).
-    """
+    """``decode(value, revision)`` of each ``(revision, value)`` row, for a list (the
+    cyclic GC paused meanwhile, see ``gc_paused``)."""
     loads = orjson.loads
     items: list[RawObject] = []
-    with _gc_paused():
+    with gc_paused():
         for revision, value in rows:
             obj: RawObject = loads(value)
             metadata = obj.get("metadata")
@@ -59,7 +55,13 @@ class _GcPause:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
+    """The cyclic GC off while a list is read and decoded (nests, and across threads).
+
+    A 10k-object list allocates some 10k row tuples and 40k dicts, which would trigger
+    about 70 young collections and now and then a full one that walks the whole heap, to
+    find no cycles (JSON cannot make any). Paused, one young collection follows instead.
+    """
     with _GcPause.lock:
         if _GcPause.holders == 0:
             _GcPause.was_enabled = gc.isenabled()

@@ -442,6 +442,16 @@ class SqliteStorage:
         return await asyncio.to_thread(self._list_sync, prefix, start, revision, limit)
 
     def _list_sync(self, prefix: str, start: str, revision: int, limit: int) -> Page:
+        with codec.gc_paused():  # the row tuples too, not only the decoded objects
+            revision, rows, cont = self._list_rows(prefix, start, revision, limit)
+            items = codec.decode_all(rows)
+        return Page(items=items, revision=revision, cont=cont)
+
+    def _list_rows(
+        self, prefix: str, start: str, revision: int, limit: int
+    ) -> tuple[int, builtins.list[tuple[int, bytes]], str]:
+        """The revision listed, its ``(id, value)`` rows and the continue token, all from
+        one read transaction."""
         end = prefix_end(prefix)
         bounds: tuple[object, ...] = (start, end) if end else (start,)
         count = limit + 1 if limit else -1
@@ -461,7 +471,7 @@ class SqliteStorage:
                 rows = rows[:limit]
                 last = conn.execute(_NAME_OF, (rows[-1][0],)).fetchone()[0]
                 cont = encode_token(prefix, revision, last)
-        return Page(items=codec.decode_all(rows), revision=revision, cont=cont)
+        return revision, rows, cont
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
