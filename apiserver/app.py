@@ -114,7 +114,8 @@ class ApiServer(uvicorn.Server):
 def server_config(app: Starlette, host: str, port: int, **kwargs: object) -> uvicorn.Config:
     """A uvicorn Config for the apiserver: httptools with coalesced writes if present (see
     apiserver.transport), no access log, no ``Server`` header and no proxy headers (nothing
-    stands between kubectl and this server; uvicorn would parse X-Forwarded-* per request)."""
+    stands between kubectl and this server; uvicorn would parse X-Forwarded-* per request),
+    no WebSocket protocol (nothing here speaks it; an upgrade request is answered as HTTP)."""
     options: dict[str, object] = {
         "host": host,
         "port": port,
@@ -124,6 +125,7 @@ def server_config(app: Starlette, host: str, port: int, **kwargs: object) -> uvi
         "lifespan": "on",
         "proxy_headers": False,
         "server_header": False,
+        "ws": "none",
     }
     try:
         from apiserver.transport import HttpProtocol

@@ -36,12 +36,17 @@ def wire_name(python_name: str) -> str:
 
 
 class KubeModel(BaseModel):
-    """A fragment of a Kubernetes object (spec, status, a port...)."""
+    """A fragment of a Kubernetes object (spec, status, a port...).
+
+    Validators are built when a model is first used (``defer_build``): a process builds
+    only the ones it needs, and not at import (``minik8s up`` needs the Namespace's before
+    it is ready, the other kinds' on their first write)."""
 
     model_config = ConfigDict(
         alias_generator=wire_name,
         populate_by_name=True,
         extra="allow",
+        defer_build=True,
     )
 
     OPEN: ClassVar[bool] = False
