@@ -134,14 +134,10 @@ async def read_body(request: ApiRequest) -> bytes:
     length = request.header(b"content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise errors.request_entity_too_large(MAX_BODY_BYTES)
-    chunks = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > MAX_BODY_BYTES:
-            raise errors.request_entity_too_large(MAX_BODY_BYTES)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = await request.body(MAX_BODY_BYTES)
+    if body is None:
+        raise errors.request_entity_too_large(MAX_BODY_BYTES)
+    return body
 
 
 def _media_type(request: ApiRequest) -> str:

@@ -1,7 +1,7 @@
 """What a resource handler reads from an HTTP request, straight from the ASGI scope.
 
 :class:`ApiRequest` is the resource endpoint's view of one request: method, path
-parameters, headers and query parameters read on demand, the body as a stream. It
+parameters, headers and query parameters read on demand, the body. It
 replaces Starlette's ``Request`` on the busy path (every create, get, list and watch),
 where Starlette's headers and query multidicts were built for each request whether or not
 a handler looked at them; values are exactly what Starlette would give (header values and
@@ -10,7 +10,6 @@ the query string decoded as latin-1, the last of repeated query parameters wins)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -89,15 +88,23 @@ class ApiRequest:
             self._accepts = out
         return self._accepts
 
-    async def stream(self) -> AsyncIterator[bytes]:
-        """The body's chunks as they arrive (Starlette's ``Request.stream``)."""
+    async def body(self, limit: int) -> bytes | None:
+        """The whole body, or None as soon as it is longer than ``limit`` bytes. Raises
+        Starlette's ClientDisconnect if the client goes first."""
+        chunks: list[bytes] = []
+        total = 0
         while True:
             message = await self.receive()
             if message["type"] == "http.request":
-                body: bytes = message.get("body", b"")
-                if body:
-                    yield body
+                chunk: bytes = message.get("body", b"")
+                total += len(chunk)
+                if total > limit:
+                    return None
                 if not message.get("more_body", False):
-                    return
+                    if not chunks:
+                        return chunk
+                    chunks.append(chunk)
+                    return b"".join(chunks)
+                chunks.append(chunk)
             elif message["type"] == "http.disconnect":
                 raise ClientDisconnect()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,7 +168,13 @@ _LABEL_VALUE_MSG = (
 )
 
 
+# Each check below returns at once for a valid value (most are) and only then works out
+# which of upstream's messages apply.
+
+
 def is_dns1123_label(value: str) -> list[str]:
+    if len(value) <= DNS1123_LABEL_MAX and _DNS1123_LABEL.match(value):
+        return []
     errs = []
     if len(value) > DNS1123_LABEL_MAX:
         errs.append(max_len_error(DNS1123_LABEL_MAX))
@@ -178,6 +184,8 @@ def is_dns1123_label(value: str) -> list[str]:
 
 
 def is_dns1123_subdomain(value: str) -> list[str]:
+    if len(value) <= DNS1123_SUBDOMAIN_MAX and _DNS1123_SUBDOMAIN.match(value):
+        return []
     errs = []
     if len(value) > DNS1123_SUBDOMAIN_MAX:
         errs.append(max_len_error(DNS1123_SUBDOMAIN_MAX))
@@ -187,6 +195,8 @@ def is_dns1123_subdomain(value: str) -> list[str]:
 
 
 def is_dns1035_label(value: str) -> list[str]:
+    if len(value) <= DNS1123_LABEL_MAX and _DNS1035_LABEL.match(value):
+        return []
     errs = []
     if len(value) > DNS1123_LABEL_MAX:
         errs.append(max_len_error(DNS1123_LABEL_MAX))
@@ -196,6 +206,8 @@ def is_dns1035_label(value: str) -> list[str]:
 
 
 def is_qualified_name(value: str) -> list[str]:
+    if len(value) <= QUALIFIED_NAME_MAX and "/" not in value and _QUALIFIED_NAME.match(value):
+        return []
     errs: list[str] = []
     parts = value.split("/")
     if len(parts) == 1:
@@ -225,6 +237,8 @@ def is_qualified_name(value: str) -> list[str]:
 
 
 def is_label_value(value: str) -> list[str]:
+    if len(value) <= LABEL_VALUE_MAX and _LABEL_VALUE.match(value):
+        return []
     errs = []
     if len(value) > LABEL_VALUE_MAX:
         errs.append(max_len_error(LABEL_VALUE_MAX))
@@ -314,9 +328,8 @@ def validate_cidr(field: str, value: str) -> list[Cause]:
     return []
 
 
-def one_of(field: str, value: Any, supported: Iterable[str]) -> list[Cause]:
-    allowed = list(supported)
-    return [] if value in allowed else [not_supported(field, value, allowed)]
+def one_of(field: str, value: Any, supported: Sequence[str]) -> list[Cause]:
+    return [] if value in supported else [not_supported(field, value, supported)]
 
 
 # --------------------------------------------------------------------------- object metadata
@@ -332,9 +345,13 @@ def mask_trailing_dash(name: str) -> str:
 def validate_labels(labels: Mapping[str, Any], field: str) -> list[Cause]:
     causes: list[Cause] = []
     for k, v in labels.items():
-        causes.extend(invalid(field, k, msg) for msg in is_qualified_name(k))
+        problems = is_qualified_name(k)
+        if problems:
+            causes.extend(invalid(field, k, msg) for msg in problems)
         if isinstance(v, str):
-            causes.extend(invalid(field, v, msg) for msg in is_label_value(v))
+            problems = is_label_value(v)
+            if problems:
+                causes.extend(invalid(field, v, msg) for msg in problems)
     return causes
 
 
@@ -417,16 +434,17 @@ def validate_object_meta(
         if not generate_name:
             causes.append(required(child(field, "name"), "name or generateName is required"))
     elif isinstance(name, str):
-        causes.extend(invalid(child(field, "name"), name, msg) for msg in name_validator(name))
+        problems = name_validator(name)
+        if problems:
+            causes.extend(invalid(child(field, "name"), name, msg) for msg in problems)
     namespace = meta.get("namespace") or ""
     if namespaced:
         if not namespace:
             causes.append(required(child(field, "namespace")))
         elif isinstance(namespace, str):
-            causes.extend(
-                invalid(child(field, "namespace"), namespace, msg)
-                for msg in is_dns1123_label(namespace)
-            )
+            problems = is_dns1123_label(namespace)
+            if problems:
+                causes.extend(invalid(child(field, "namespace"), namespace, m) for m in problems)
     elif namespace:
         causes.append(forbidden(child(field, "namespace"), "not allowed on this type"))
     labels = meta.get("labels")

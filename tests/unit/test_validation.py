@@ -8,6 +8,8 @@ from apiserver.validation import (
     Cause,
     is_dns1035_label,
     is_dns1123_label,
+    is_dns1123_subdomain,
+    is_label_value,
     is_qualified_name,
     is_valid_port_name,
     validate_object_meta,
@@ -47,6 +49,19 @@ def test_dns1123_label_length_and_format() -> None:
 )
 def test_qualified_names(value: str, valid: bool) -> None:
     assert (is_qualified_name(value) == []) is valid
+
+
+def test_lengths_at_and_past_the_limits() -> None:
+    assert is_dns1035_label("a" * 63) == []
+    assert is_dns1035_label("a" * 64) == ["must be no more than 63 characters"]
+    assert is_dns1123_subdomain("a" * 253) == []
+    assert is_dns1123_subdomain("a" * 254) == ["must be no more than 253 characters"]
+    assert is_qualified_name("a" * 63) == []
+    assert is_qualified_name("a" * 64) == ["name part must be no more than 63 characters"]
+    assert is_qualified_name("example.com/" + "a" * 63) == []
+    assert is_label_value("a" * 63) == []
+    assert is_label_value("") == []
+    assert is_label_value("a" * 64) == ["must be no more than 63 characters"]
 
 
 @pytest.mark.parametrize(
