@@ -11,8 +11,9 @@ separate processes (as ``minik8s up`` runs them), on the embedded SQLite store:
   same run: a pod status write until its own watch event arrives (the apiserver's
   write + watch fan-out alone).
 
-The client sends through ``operators.transport.AiohttpTransport`` (aiohttp), so that
-httpx's per-request cost on this machine (~3 ms more) is not counted as the system's.
+The client is the operators' own ``operators.transport.AiohttpApiClient`` (aiohttp,
+~0.45 ms of client CPU per create), so that httpx's per-request cost on this machine
+(~1-3 ms more) is not counted as the system's.
 
 Targets (issue 5): create p50 <= 15 ms, p99 <= 60 ms; endpoints p50 <= 20 ms,
 p99 <= 100 ms.
@@ -41,7 +42,7 @@ import httpx
 
 from bench.report import Report
 from minik8s.client import ApiClient
-from operators.transport import AiohttpTransport
+from operators.transport import AiohttpApiClient
 from tests.support.operators import running_operators
 
 SERVICES = 1000
@@ -217,10 +218,9 @@ async def measure(services: int = SERVICES, samples: int = ENDPOINT_SAMPLES) -> 
         data = Path(tmp)
         with running_apiserver_process(data) as (url, kubeconfig):
             with running_operators(kubeconfig, url=url) as operators:
-                # the client's own overhead kept small (httpx costs ~3 ms a request here,
-                # aiohttp ~1): the figures are the system's, as a Go client would see them
-                transport = AiohttpTransport()
-                async with ApiClient.from_kubeconfig(kubeconfig, transport=transport) as api:
+                # the client's own overhead kept small (httpx costs ~1-3 ms a request here,
+                # aiohttp ~0.5): the figures are the system's, as a Go client would see them
+                async with AiohttpApiClient.from_kubeconfig(kubeconfig) as api:
                     await _run(api, figures, services, samples, operators.process.pid)
     return figures
 

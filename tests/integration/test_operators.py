@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from minik8s.client import ApiClient, ApiError, Invalid, NotFound
+from minik8s.client import ApiClient, ApiError, ApiUnreachable, Invalid, NotFound
+from operators.transport import AiohttpApiClient
 from tests.support.operators import RunningOperators, running_operators
 from tests.support.server import RunningApiserver, running_apiserver
 
@@ -586,6 +587,51 @@ async def test_invalid_patch_is_422(api: ApiClient) -> None:
             "default",
             patch_type="json",
         )
+
+
+async def test_the_operators_client_answers_as_the_api_client(
+    api: ApiClient, cluster: tuple[RunningApiserver, RunningOperators], namespace: str
+) -> None:
+    """AiohttpApiClient (the operators' requests without httpx) keeps ApiClient's contract."""
+
+    async def outcome(call: Awaitable[Any]) -> tuple[str, str]:
+        try:
+            result = await call
+        except ApiError as exc:
+            return type(exc).__name__, exc.message
+        return "ok", str(sorted(result)) if isinstance(result, dict) else str(result)
+
+    async with AiohttpApiClient.from_kubeconfig(cluster[0].kubeconfig) as fast:
+        body = service_body("both", {"a": "b"})
+        created = await fast.create("v1", "services", body, namespace)
+        assert created["spec"]["clusterIP"]
+        for client in (api, fast):
+            assert await outcome(client.create("v1", "services", body, namespace)) == (
+                "AlreadyExists",
+                'services "both" already exists',
+            )
+            assert (await outcome(client.get("v1", "services", "nope", namespace)))[0] == "NotFound"
+            assert (await outcome(client.get("v1", "nopes", "x", namespace)))[0] == "NotFound"
+            items, rv = await client.list("v1", "services", namespace)
+            assert [i["metadata"]["name"] for i in items] == ["both"] and rv
+            test = [{"op": "test", "path": "/metadata/resourceVersion", "value": "1"}]
+            assert (
+                await outcome(
+                    client.patch("v1", "services", "both", test, namespace, patch_type="json")
+                )
+            )[0] == "Invalid"
+        patched = await fast.patch(
+            "v1", "services", "both", {"metadata": {"labels": {"x": "y"}}}, namespace
+        )
+        assert patched["metadata"]["labels"] == {"x": "y"}
+        deleted = await fast.delete(
+            "v1", "services", "both", namespace, preconditions={"uid": created["metadata"]["uid"]}
+        )
+        assert deleted["metadata"]["name"] == "both"
+
+    async with AiohttpApiClient("http://127.0.0.1:9", timeout=2) as down:
+        with pytest.raises(ApiUnreachable):
+            await down.get("v1", "services", "x", "default")
 
 
 async def test_recreating_a_service_with_its_address_keeps_the_claim(
