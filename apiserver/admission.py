@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import jsonpatch
 
 from apiserver.admission_seam import AdmissionDenied, AdmissionRequest
-from apiserver.encoding import decode_json, encode
+from apiserver.encoding import clone, decode_json, encode
 from apiserver.errors import StatusCause
 from apiserver.informer import follow, list_once
 from apiserver.resources import Resource
@@ -446,8 +446,11 @@ def read_verdict(answer: Any, uid: str) -> Verdict:
 
 
 def apply_review_patch(obj: RawObject, patch: Sequence[Any]) -> RawObject:
-    """``obj`` with a webhook's JSON patch applied (a new object)."""
-    result = jsonpatch.apply_patch(obj, list(patch), in_place=False)
+    """``obj`` with a webhook's JSON patch applied (a new object).
+
+    Applied in place to a clone: jsonpatch's own copy is ``copy.deepcopy``, 3x slower
+    (90 us for a Service)."""
+    result = jsonpatch.apply_patch(clone(obj), list(patch), in_place=True)
     if not isinstance(result, dict):
         raise ReviewError("the patch did not produce an object")
     return result
