@@ -70,7 +70,7 @@ def percentile(samples: list[float], p: float) -> float:
 
 
 @contextlib.contextmanager
-def running_apiserver_process(data_dir: Path) -> Iterator[tuple[str, Path]]:
+def running_apiserver_process(data_dir: Path) -> Iterator[tuple[str, Path, int]]:
     kubeconfig = data_dir / "kubeconfig"
     log = (data_dir / "apiserver.log").open("wb")
     cmd = [
@@ -104,7 +104,7 @@ def running_apiserver_process(data_dir: Path) -> Iterator[tuple[str, Path]]:
             time.sleep(0.05)
         else:
             raise RuntimeError("the apiserver did not start within 30 s")
-        yield url, kubeconfig
+        yield url, kubeconfig, proc.pid
     finally:
         proc.terminate()
         try:
@@ -216,18 +216,45 @@ async def measure(services: int = SERVICES, samples: int = ENDPOINT_SAMPLES) -> 
     figures = Figures()
     with tempfile.TemporaryDirectory(prefix="bench-operators-") as tmp:
         data = Path(tmp)
-        with running_apiserver_process(data) as (url, kubeconfig):
+        with running_apiserver_process(data) as (url, kubeconfig, apiserver_pid):
             with running_operators(kubeconfig, url=url) as operators:
                 # the client's own overhead kept small (httpx costs ~1-3 ms a request here,
                 # aiohttp ~0.5): the figures are the system's, as a Go client would see them
                 async with AiohttpApiClient.from_kubeconfig(kubeconfig) as api:
-                    await _run(api, figures, services, samples, operators.process.pid)
+                    pids = (os.getpid(), apiserver_pid, operators.process.pid)
+                    await _run(api, figures, services, samples, pids)
     return figures
 
 
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """The share of the machine's CPUs that processes other than ``pids`` used between
+    :meth:`start` and :meth:`share` (this benchmark's own figures are the rest)."""
+
+    def __init__(self, pids: tuple[int, ...]) -> None:
+        self.pids = pids
+        self._start = (0.0, 0.0, 0.0)
+
+    @staticmethod
+    def _busy_seconds() -> float:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    def _now(self) -> tuple[float, float, float]:
+        return time.monotonic(), self._busy_seconds(), sum(_cpu_seconds(p) for p in self.pids)
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def share(self) -> float:
+        (t0, busy0, ours0), (t1, busy1, ours1) = self._start, self._now()
+        cpus = os.cpu_count() or 1
+        return max(0.0, (busy1 - busy0) - (ours1 - ours0)) / max(1e-9, (t1 - t0) * cpus)
 
 
 async def settle(pid: int, *, idle: float = 0.05, limit: float = 120.0) -> float:
@@ -245,8 +272,9 @@ async def settle(pid: int, *, idle: float = 0.05, limit: float = 120.0) -> float
 
 
 async def _run(
-    api: ApiClient, figures: Figures, services: int, samples: int, operators_pid: int
+    api: ApiClient, figures: Figures, services: int, samples: int, pids: tuple[int, int, int]
 ) -> None:
+    operators_pid = pids[2]
     ns = "default"
     names = [f"svc-{i:04}" for i in range(services)]
     ips = {
@@ -289,7 +317,13 @@ async def _run(
             raise RuntimeError(f"Service {name} was created without a ClusterIP")
         figures.create_ms.append(elapsed)
 
+    others = OtherLoad(pids)
+    others.start()
     await _parallel(names, add_service, clients=1)
+    figures.notes.append(
+        f"while the Services were created, other processes used {others.share():.0%} "
+        f"of the machine's {os.cpu_count()} CPUs"
+    )
 
     # every Service's slice holds its 3 pods before measuring changes
     deadline = time.monotonic() + 120
