@@ -91,7 +91,34 @@ def state_of(request: Request) -> ApiState:
 def json_response(
     body: Any, status: int = 200, *, content_type: str = JSON, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(encode(body), status_code=status, media_type=content_type, headers=headers)
+    return EncodedResponse(encode(body), status, content_type, headers)
+
+
+class EncodedResponse(Response):
+    """A Response of encoded bytes with the headers Starlette's ``init_headers`` writes for
+    it (``headers``, Content-Length, Content-Type), set without its general checks."""
+
+    def __init__(
+        self, body: bytes, status: int, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        raw: list[tuple[bytes, bytes]] = []
+        if headers:
+            raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if (
+            content_type.startswith("text/")
+            or status < 200
+            or status in (204, 304)
+            or (raw and any(k in (b"content-length", b"content-type") for k, _ in raw))
+        ):
+            super().__init__(body, status, headers, content_type)
+            return
+        self.status_code = status
+        self.media_type = content_type
+        self.background = None
+        self.body = body
+        raw.append((b"content-length", str(len(body)).encode("latin-1")))
+        raw.append((b"content-type", content_type.encode("latin-1")))
+        self.raw_headers = raw
 
 
 def status_response(err: StatusError) -> Response:
@@ -218,7 +245,7 @@ def _int_param(request: ApiRequest, name: str, default: int = 0) -> int:
 # -- URL resolution ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Target:
     resource: Resource
     namespace: str | None

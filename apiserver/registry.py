@@ -165,9 +165,10 @@ class Registry:
 
         return convert
 
-    def _to_storage_version(self, resource: Resource, obj: RawObject) -> None:
+    @staticmethod
+    def _to_storage_version(strategy: Strategy, obj: RawObject) -> None:
         """Set a custom object's ``apiVersion`` to its CRD's storage version (in place)."""
-        stored: str | None = getattr(self.strategy(resource), "storage_api_version", None)
+        stored: str | None = getattr(strategy, "storage_api_version", None)
         if stored is not None:
             obj["apiVersion"] = stored
 
@@ -383,7 +384,7 @@ class Registry:
         await self._admit("CREATE", resource, obj, None, namespace, name, dry_run)
         if dry_run:
             return WriteResult(obj, warnings, created=True)
-        self._to_storage_version(resource, obj)
+        self._to_storage_version(strategy, obj)
         generated = not (body.get("metadata") or {}).get("name")
         for _attempt in range(GENERATE_NAME_ATTEMPTS if generated else 1):
             try:
@@ -539,7 +540,7 @@ class Registry:
             )
             if dry_run:
                 return WriteResult(new, [], gone=finishing)
-            self._to_storage_version(resource, new)
+            self._to_storage_version(strategy, new)
             try:
                 stored = await self.storage.guaranteed_update(
                     key, _replace_with(new), expect_rv=current_rv

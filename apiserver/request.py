@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 class ApiRequest:
     """One request to a resource URL (``/api/v1/namespaces/default/services/web``)."""
 
-    __slots__ = ("_accepts", "_query", "method", "path_params", "receive", "scope", "state")
+    __slots__ = (
+        "_accepts",
+        "_headers",
+        "_query",
+        "method",
+        "path_params",
+        "receive",
+        "scope",
+        "state",
+    )
 
     def __init__(
         self, scope: Scope, receive: Receive, path_params: dict[str, str], state: ApiState
@@ -35,6 +44,7 @@ class ApiRequest:
         self.path_params = path_params
         self.state = state
         self._query: dict[str, list[str]] | None = None
+        self._headers: dict[bytes, bytes] | None = None
         self._accepts: list[tuple[str, dict[str, str]]] | None = None
 
     @property
@@ -44,11 +54,11 @@ class ApiRequest:
 
     def header(self, name: bytes) -> str | None:
         """The first value of header ``name`` (lower case, as ASGI servers give names)."""
-        for key, value in self.scope["headers"]:
-            if key == name:
-                text: str = value.decode("latin-1")
-                return text
-        return None
+        if self._headers is None:
+            # reversed: of repeated headers, the first is the one kept (as Starlette's get)
+            self._headers = dict(reversed(list(self.scope["headers"])))
+        value = self._headers.get(name)
+        return None if value is None else value.decode("latin-1")
 
     def _parsed_query(self) -> dict[str, list[str]]:
         if self._query is None:

@@ -196,29 +196,26 @@ class ServiceStrategy(GenericStrategy):
                 if len(ports) > 1:
                     causes.append(required(child(path, "name")))
             elif isinstance(name, str):
-                causes += [invalid(child(path, "name"), name, m) for m in is_dns1123_label(name)]
+                if problems := is_dns1123_label(name):
+                    causes += [invalid(child(path, "name"), name, m) for m in problems]
                 if name in names:
                     causes.append(duplicate(child(path, "name"), name))
                 names.add(name)
             number = port.get("port")
             if isinstance(number, int) and not isinstance(number, bool):
-                causes += [
-                    invalid(child(path, "port"), number, m) for m in is_valid_port_num(number)
-                ]
+                if problems := is_valid_port_num(number):
+                    causes += [invalid(child(path, "port"), number, m) for m in problems]
             protocol = port.get("protocol")
             causes += one_of(child(path, "protocol"), protocol, PROTOCOLS)
             target = port.get("targetPort")
             if isinstance(target, bool):
                 pass
             elif isinstance(target, int):
-                causes += [
-                    invalid(child(path, "targetPort"), target, m) for m in is_valid_port_num(target)
-                ]
+                if problems := is_valid_port_num(target):
+                    causes += [invalid(child(path, "targetPort"), target, m) for m in problems]
             elif isinstance(target, str):
-                causes += [
-                    invalid(child(path, "targetPort"), target, m)
-                    for m in is_valid_port_name(target)
-                ]
+                if problems := is_valid_port_name(target):
+                    causes += [invalid(child(path, "targetPort"), target, m) for m in problems]
             node_port = port.get("nodePort")
             if node_port and svc_type in ("ClusterIP", "ExternalName"):
                 causes.append(
