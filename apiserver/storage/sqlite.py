@@ -445,6 +445,7 @@ class SqliteStorage:
         with codec.gc_paused():  # the row tuples too, not only the decoded objects
             revision, rows, cont = self._list_rows(prefix, start, revision, limit)
             items = codec.decode_all(rows)
+            del rows  # freed now, the young collection that follows has less to walk
         return Page(items=items, revision=revision, cont=cont)
 
     def _list_rows(
