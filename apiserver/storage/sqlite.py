@@ -810,6 +810,8 @@ def _apply(cursor: sqlite3.Cursor, write: _Write, revision: int) -> int:
             return revision
         deleted = 1 if write.kind == _DELETE else 0
         cursor.execute(_APPEND_SUCCESSOR, (following, deleted, write.value, write.expect))
+        if cursor.rowcount != 1:  # ``current`` pointed at no log row: fail the batch
+            raise sqlite3.IntegrityError(f"{key}: log row {write.expect} is missing")
         write.prev_revision = write.expect
     write.status, write.revision = _OK, following
     return following
