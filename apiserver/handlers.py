@@ -347,6 +347,7 @@ async def _dispatch(request: ApiRequest, state: ApiState, t: Target, verb: str) 
                 body,
                 dry_run=_dry_run(request),
                 field_validation=_field_validation(request),
+                owned=True,
             )
             return object_response(request, _served(reg, res, result.obj), 201, result.warnings)
         if method == "DELETE":

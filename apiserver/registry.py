@@ -346,13 +346,17 @@ class Registry:
         *,
         dry_run: bool = False,
         field_validation: FieldValidation = "Ignore",
+        owned: bool = False,
     ) -> WriteResult:
+        """POST. ``body`` is left as it is unless ``owned`` (the caller's own copy, such as
+        a freshly decoded request body: the registry then works on it, not a deep copy)."""
         if "create" not in resource.verbs:
             raise errors.method_not_supported(resource.plural, "create", resource.group)
-        obj = clone(body)
+        obj = body if owned else clone(body)
         warnings = self._check_body(resource, obj, namespace, field_validation)
         meta = obj["metadata"]
         name = meta.get("name") or ""
+        generated = not name
         if not name:
             generate = meta.get("generateName") or ""
             if not generate:
@@ -385,7 +389,6 @@ class Registry:
         if dry_run:
             return WriteResult(obj, warnings, created=True)
         self._to_storage_version(strategy, obj)
-        generated = not (body.get("metadata") or {}).get("name")
         for _attempt in range(GENERATE_NAME_ATTEMPTS if generated else 1):
             try:
                 stored = await self.storage.create(self.key(resource, namespace, name), obj)
