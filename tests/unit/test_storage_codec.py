@@ -54,3 +54,18 @@ def test_overlapping_decodes_turn_the_gc_back_on_only_when_the_last_ends() -> No
     release.set()
     other.join(10)
     assert gc.isenabled()
+
+
+def test_a_pause_leaves_nothing_frozen() -> None:
+    codec.decode_all([(2, b'{"metadata":{}}')])
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_pause_leaves_what_the_process_froze_frozen() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        codec.decode_all([(2, b'{"metadata":{}}')])
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
