@@ -36,7 +36,9 @@ How it runs (one process owns the file, like k3s with kine):
   memory and loses nothing.
 - **Reads**: point gets run on the event loop (two primary-key lookups); lists and
   history run in reader threads, each in one read transaction, so the revision and the
-  rows come from one snapshot.
+  rows come from one snapshot. A list is fetched and decoded with the cyclic GC paused
+  (``codec.gc_paused``): most of a big list's time is decoding, and collections in the
+  middle of it would walk the objects being built, to find no cycles.
 - **Compaction** removes rows superseded at or below the target and tombstones at or
   below it (kine's rule), in batches that interleave with writes, then truncates the
   WAL. A background task compacts every ``compact_interval`` seconds, keeping the last
