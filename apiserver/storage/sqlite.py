@@ -846,7 +846,10 @@ class _Mailbox:
             os.read(self._wake_read, 4096)
         posted = self._posted
         while posted:
-            posted.popleft()()
+            try:
+                posted.popleft()()
+            except Exception:  # a bug in one callback must not strand the ones after it
+                logger.exception("a callback from the SQLite writer failed")
 
     def close(self) -> None:
         """Event loop, once the writer has stopped: run what is left, release the pipe."""
