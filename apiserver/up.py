@@ -2,7 +2,10 @@
 
 Starts the apiserver on ``sqlite:<data-dir>/state.db``, writes ``<data-dir>/kubeconfig``
 and prints how to use it, then starts the operators (and the proxy, where it can run) as
-child processes pointed at that kubeconfig. Ctrl-C (or SIGTERM) stops everything.
+child processes pointed at that kubeconfig. Ctrl-C (or SIGTERM) stops everything: the
+components first, while the API still serves them (the operators take their webhook out of
+the admission configuration on the way out), then the apiserver; a component that has not
+stopped within ``STOP_GRACE_S`` is killed, and a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from apiserver.main import (
     DEFAULT_HOST,
@@ -29,7 +34,12 @@ from apiserver.main import (
     tune_gc,
 )
 
+if TYPE_CHECKING:  # imported by run(), after tune_gc(): the import is most of the startup
+    import uvicorn
+
 logger = logging.getLogger(__name__)
+
+STOP_GRACE_S = 10.0  # how long the components get to stop before they are killed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,21 +100,62 @@ def _start_component(name: str, kubeconfig: Path, log_dir: Path) -> subprocess.P
     return child
 
 
-def _stop(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    for child in children:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        if child.poll() is None:
-            child.kill()
+def _stop(children: list[subprocess.Popen[bytes]], grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM every child, wait up to ``grace`` seconds, then SIGKILL what is left; a
+    second Ctrl-C while waiting still kills them (no child outlives ``minik8s up``)."""
+    try:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                logger.warning("pid %d did not stop within %.0fs; killed", child.pid, grace)
+                child.kill()
+                child.wait()
+
+
+def _server(config: uvicorn.Config, children: list[subprocess.Popen[bytes]]) -> uvicorn.Server:
+    from apiserver.app import ApiServer
+
+    class UpServer(ApiServer):
+        """The apiserver of ``minik8s up``: on Ctrl-C or SIGTERM it stops the components first,
+        while the API still serves them (the operators take their webhooks out of the
+        admission configurations on the way out), and only then shuts itself down. A second
+        signal shuts down at once."""
+
+        def __init__(self, config: uvicorn.Config, children: list[subprocess.Popen[bytes]]) -> None:
+            super().__init__(config)
+            self.children = children
+            self.stop_requested = False
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            running = [child for child in self.children if child.poll() is None]
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if self.stop_requested or not running or loop is None:
+                super().handle_exit(sig, frame)
+                return
+            self.stop_requested = True
+            logger.info("stopping %d component(s) before the apiserver", len(running))
+            loop.call_soon_threadsafe(self._stop_children_then_exit, loop, sig)
+
+        def _stop_children_then_exit(self, loop: asyncio.AbstractEventLoop, sig: int) -> None:
+            stopping = loop.run_in_executor(None, _stop, self.children)
+            stopping.add_done_callback(lambda _: super(UpServer, self).handle_exit(sig, None))
+
+    return UpServer(config, children)
 
 
 def run(args: argparse.Namespace) -> int:
     tune_gc()  # first: fewer collections while the imports build the models, too
-    from apiserver.app import ApiServer, create_app, server_config
+    from apiserver.app import create_app, server_config
     from apiserver.storage.factory import open_storage
     from minik8s.config import write_kubeconfig
 
@@ -116,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
     kubeconfig = write_kubeconfig(data_dir / "kubeconfig", url)
     app = create_app(open_storage(store_url))
     host, port = sock.getsockname()[:2]
-    server = ApiServer(server_config(app, host, port))
     children: list[subprocess.Popen[bytes]] = []
+    server = _server(server_config(app, host, port), children)
 
     async def main() -> None:
         serving = asyncio.create_task(server.serve(sockets=[sock]))

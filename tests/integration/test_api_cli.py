@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,3 +155,40 @@ def test_up_writes_a_kubeconfig_and_stops_cleanly_with_a_watch_open(
         time.sleep(0.05)
     assert stop(proc) == 0
     assert ended.wait(10)
+
+
+def test_up_stops_the_operators_before_the_api_so_they_deregister_their_webhook(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    log = tmp_path / "up.log"
+    args = ["up", "--data-dir", str(tmp_path), "--port", "0", "--proxy", "off"]
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "minik8s", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    processes.append(proc)
+    url = wait_ready(proc, tmp_path / "kubeconfig")
+    path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+    deadline = time.monotonic() + 60
+    while not any(c.get("webhooks") for c in httpx.get(f"{url}{path}").json()["items"]):
+        assert time.monotonic() < deadline, "the operators never registered their webhook"
+        time.sleep(0.1)
+    started = re.search(r"started operators \(pid (\d+)\)", log.read_text())
+    assert started, log.read_text()
+    operators = int(started.group(1))
+
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert proc.wait(30) == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(operators, 0)  # stopped and reaped, not orphaned
+    assert "did not stop" not in log.read_text()
+
+    server = apiserver(tmp_path, f"sqlite:{tmp_path / 'state.db'}")
+    processes.append(server)
+    url = wait_ready(server, tmp_path / "kubeconfig")
+    items = httpx.get(f"{url}{path}").json()["items"]
+    assert items, "the webhook configuration was never written"
+    assert all(not c.get("webhooks") for c in items), items
+    assert stop(server) == 0
