@@ -87,9 +87,8 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 SCHEMA_VERSION: Final = 2
 
-_SCHEMA: Final = """
-BEGIN IMMEDIATE;
-CREATE TABLE kine (
+# The revision log (kine's table: one row per write, the id is the revision).
+_LOG_COLUMNS: Final = """(
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     created INTEGER NOT NULL,
@@ -97,27 +96,26 @@ CREATE TABLE kine (
     create_revision INTEGER NOT NULL,
     prev_revision INTEGER NOT NULL,
     value BLOB NOT NULL
-);
+)"""
+_INDEX_AND_CURRENT: Final = """
 CREATE INDEX kine_name_id ON kine (name, id);
 CREATE TABLE current (name TEXT PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+_SCHEMA: Final = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE kine {_LOG_COLUMNS};
+{_INDEX_AND_CURRENT}
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta (key, value) VALUES ('compact_revision', 0), ('revision_floor', 1);
-PRAGMA user_version = 2;
+PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
 # Schema 1 was the log alone, with AUTOINCREMENT ids (the revision in sqlite_sequence) and
 # a UNIQUE (name, prev_revision) index as its compare-and-swap guard.
-_UPGRADE_FROM_1: Final = """
+_UPGRADE_FROM_1: Final = f"""
 BEGIN IMMEDIATE;
-CREATE TABLE kine_v2 (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    created INTEGER NOT NULL,
-    deleted INTEGER NOT NULL,
-    create_revision INTEGER NOT NULL,
-    prev_revision INTEGER NOT NULL,
-    value BLOB NOT NULL
-);
+CREATE TABLE kine_v2 {_LOG_COLUMNS};
 INSERT INTO kine_v2 SELECT id, name, created, deleted, create_revision, prev_revision, value
     FROM kine;
 INSERT OR REPLACE INTO meta (key, value)
@@ -125,11 +123,10 @@ INSERT OR REPLACE INTO meta (key, value)
     WHERE name = 'kine'), 0));
 DROP TABLE kine;
 ALTER TABLE kine_v2 RENAME TO kine;
-CREATE INDEX kine_name_id ON kine (name, id);
-CREATE TABLE current (name TEXT PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+{_INDEX_AND_CURRENT}
 INSERT INTO current (name, id)
     SELECT name, MAX(id) FROM kine GROUP BY name HAVING deleted = 0;
-PRAGMA user_version = 2;
+PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
 
