@@ -6,8 +6,7 @@ import copy
 import itertools
 import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.poll import wait_for
 from tests.support.server import RunningApiserver, running_apiserver, shared_apiserver
 
 __all__ = ["shared_apiserver"]
@@ -23,17 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 _groups = itertools.count()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def widget_crd(group: str, *, scope: str = "Namespaced", **spec: Any) -> dict[str, Any]:

@@ -4,32 +4,20 @@ created through one is served, validated and enforced by the other."""
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.integration.test_crd import CRDS, widget, widget_crd, widgets
 from tests.support.etcd import EtcdServer, etcd_endpoint, etcd_server
+from tests.support.poll import wait_for
 from tests.support.server import running_apiserver
 
 __all__ = ["etcd_endpoint", "etcd_server"]
 
 pytestmark = pytest.mark.etcd
 _groups = itertools.count()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from kopf._core.intents.registries import SmartOperatorRegistry  # kopf's defaul
 from kopf.testing import KopfRunner
 from kubernetes.config import kube_config
 
+from tests.support.poll import wait_for
 from tests.support.server import RunningApiserver, running_apiserver
 
 GROUP = "kopf.minik8s.test"
@@ -71,17 +72,6 @@ WIDGET_CRD: dict[str, Any] = {
         ],
     },
 }
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Journal:

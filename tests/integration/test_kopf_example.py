@@ -4,31 +4,19 @@ operator module unmodified (logging in from the kubeconfig), the ConfigMap follo
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kopf._core.intents.registries import SmartOperatorRegistry  # kopf's default registry
 from kopf.testing import KopfRunner
 from kubernetes.config import kube_config
 
+from tests.support.poll import wait_for
 from tests.support.server import RunningApiserver, running_apiserver
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = ROOT / "examples" / "greeting" / "operator.py"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
