@@ -249,6 +249,7 @@ class ApiClient:
         headers = {"Accept": "application/json", "User-Agent": "minik8s-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        self._headers = headers  # what every request carries (for subclasses' own senders)
         self.base_url = base_url.rstrip("/")
         self.namespace = namespace
         self._timeout = timeout

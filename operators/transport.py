@@ -129,9 +129,7 @@ class AiohttpApiClient(ApiClient):
             timeout=timeout,
             namespace=namespace,
         )
-        self._headers = {"Accept": "application/json", "User-Agent": "minik8s-operators"}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+        self._headers = {**self._headers, "User-Agent": "minik8s-operators"}
         self._request_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeout, sock_read=timeout
         )
