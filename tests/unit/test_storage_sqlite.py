@@ -182,3 +182,57 @@ async def test_a_file_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Unavailable, match="newer minik8s"):
         await store.start()
     await store.close()
+
+
+async def test_a_write_waits_for_another_program_holding_the_lock_and_reads_go_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite"
+    store = SqliteStorage(path, compact_interval=0)
+    await store.start()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await store.create("/registry/a/before", obj("before"))
+        other.execute("BEGIN IMMEDIATE")  # e.g. the sqlite3 shell, writing
+        waiting = asyncio.create_task(store.create("/registry/a/after", obj("after")))
+        got = await store.get("/registry/a/before")  # the event loop is not blocked
+        assert got["metadata"]["name"] == "before"
+        assert not waiting.done()
+        other.execute("ROLLBACK")
+        async with asyncio.timeout(DEADLINE):
+            created = await waiting
+        assert (await store.get("/registry/a/after")) == created
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_failed_batch_fails_its_writers_and_the_next_writes_go_through(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite"
+    store = SqliteStorage(path, compact_interval=0)
+    await store.start()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON kine WHEN NEW.name LIKE '%/bad%'"
+        " BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+    )
+    try:
+        await store.create("/registry/a/good0", obj("good0"))
+        before = await store.current_revision()
+        watch = store.watch("/registry/a/", since=before)
+        with pytest.raises(Unavailable, match="refused by a test trigger"):
+            await store.create("/registry/a/bad", obj("bad"))
+        with pytest.raises(NotFound):
+            await store.get("/registry/a/bad")
+        assert await store.current_revision() == before
+        created = await store.create("/registry/a/good1", obj("good1"))
+        assert created["metadata"]["resourceVersion"] == str(before + 1)
+        async with asyncio.timeout(DEADLINE):
+            event = await anext(watch)
+        assert (event.key, event.revision) == ("/registry/a/good1", before + 1)
+        await watch.aclose()
+    finally:
+        other.close()
+        await store.close()
