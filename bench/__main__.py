@@ -9,7 +9,6 @@ makes the run exit non-zero.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import inspect
 import logging
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from apiserver.main import run_event_loop
 from bench.report import DEFAULT_PATH, Report, load_average
 
 HERE = Path(__file__).resolve().parent
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             entry = getattr(module, "main", None)
             if entry is None or not inspect.iscoroutinefunction(entry):
                 raise TypeError(f"bench/{name}.py has no `async def main(report)`")
-            asyncio.run(entry(report))
+            run_event_loop(entry(report))  # the loop the servers run on: uvloop
         except KeyboardInterrupt:
             console.print("[yellow]interrupted; writing what was measured[/]")
             report.fail(name, "interrupted")

@@ -249,8 +249,9 @@ async def sqlite_figures(report: Report, directory: Path) -> None:
         note=(
             f"`SqliteStorage(synchronous='FULL')`: every commit is fsynced before it is"
             f" acknowledged. {CREATES:,} creates of {OBJECT_BYTES} B objects per round, the"
-            f" median of {ROUNDS} rounds; SQLite {sqlite3.sqlite_version}; default asyncio"
-            " event loop."
+            f" median of {ROUNDS} rounds; SQLite {sqlite3.sqlite_version}; on"
+            f" {type(asyncio.get_running_loop()).__module__.split('.')[0]}'s event loop, the"
+            " one `minik8s apiserver` runs the store on."
         ),
     )
     fsyncs = await asyncio.to_thread(fdatasync_rate, directory)
