@@ -220,7 +220,7 @@ class EtcdStorage:
         )
         response = await self._call("Range", request, prefix, revision)
         revision = revision or int(response.header.revision)
-        items = [codec.decode(kv.value, kv.mod_revision) for kv in response.kvs]
+        items = codec.decode_all((kv.mod_revision, kv.value) for kv in response.kvs)
         next_token = ""
         remaining: int | None = None
         if response.more and response.kvs:
