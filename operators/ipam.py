@@ -9,9 +9,19 @@ Candidates start at a random offset in the range and wrap around (random start k
 replicas from walking the same sequence in lock-step). The network and broadcast
 addresses are never handed out.
 
-The pure parts (ranges, candidates, claim bodies, which claims are orphaned) are plain
-functions; ``claim_any`` / ``claim_requested`` / ``release`` take a ``ClaimApi``, the
-narrow seam to the API server, so they are unit-tested against an in-memory fake.
+A claim also records which Service *object* it is for: upstream's ``parentRef`` names the
+Service (namespace, name), and a Service deleted and created again under the same name
+has the same one. The annotation ``ipallocator.minik8s.io/service-uid`` holds the
+Service's uid, so the old Service's release can tell its claim from the new one's. A
+Service taking over a claim of its name that records another uid (or none) marks it
+with its own uid: a write, under a resourceVersion precondition, so that a deletion of
+the claim decided before it (a release, the sweep) fails its own resourceVersion
+precondition instead of taking the address from the new Service.
+
+The pure parts (ranges, candidates, claim bodies, which claims are orphaned or
+releasable) are plain functions; ``claim_any`` / ``claim_requested`` / ``release`` take a
+``ClaimApi``, the narrow seam to the API server, so they are unit-tested against an
+in-memory fake.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import logging
 import random
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from minik8s.client import AlreadyExists, ApiClient, Conflict, NotFound
@@ -32,6 +42,8 @@ DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 IPADDRESS_API_VERSION = "networking.k8s.io/v1"
 MANAGED_BY_LABEL = "ipaddress.kubernetes.io/managed-by"
 MANAGED_BY = "ipallocator.minik8s.io"
+OWNER_UID_ANNOTATION = "ipallocator.minik8s.io/service-uid"
+CLAIMED_AT_ANNOTATION = "ipallocator.minik8s.io/claimed-at"  # set when a claim is taken over
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -80,6 +92,14 @@ class ParentRef:
         return f"{self.namespace}/{self.name}"
 
 
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Whom a claim is for: the Service's name and, when recorded, its uid."""
+
+    parent: ParentRef
+    uid: str | None = None
+
+
 class ClaimApi(Protocol):
     """What allocation needs from the API server (IPAddress objects, cluster-scoped)."""
 
@@ -91,8 +111,18 @@ class ClaimApi(Protocol):
         """The IPAddress of that name, or None."""
         ...
 
-    async def delete_claim(self, name: str, *, uid: str | None = None) -> bool:
-        """Delete an IPAddress (only if its uid is ``uid`` when given); False if gone."""
+    async def delete_claim(
+        self, name: str, *, uid: str | None = None, resource_version: str | None = None
+    ) -> bool:
+        """Delete an IPAddress, only if its uid and resourceVersion are still these (when
+        given); False if it is gone or changed."""
+        ...
+
+    async def mark_claim(
+        self, name: str, *, resource_version: str, owner_uid: str, claimed_at: str
+    ) -> bool:
+        """Record ``owner_uid`` (and ``claimed_at``) on an IPAddress, only if its
+        resourceVersion is still ``resource_version``; False if it is gone or changed."""
         ...
 
 
@@ -154,11 +184,14 @@ def claim_name(ip: Address) -> str:
     return str(ip)
 
 
-def claim_body(ip: Address, parent: ParentRef) -> RawObject:
+def claim_body(ip: Address, parent: ParentRef, owner_uid: str | None = None) -> RawObject:
+    meta: RawObject = {"name": claim_name(ip), "labels": {MANAGED_BY_LABEL: MANAGED_BY}}
+    if owner_uid:
+        meta["annotations"] = {OWNER_UID_ANNOTATION: owner_uid}
     return {
         "apiVersion": IPADDRESS_API_VERSION,
         "kind": "IPAddress",
-        "metadata": {"name": claim_name(ip), "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+        "metadata": meta,
         "spec": {"parentRef": parent.to_wire()},
     }
 
@@ -171,6 +204,25 @@ def parent_of(claim: Mapping[str, Any]) -> ParentRef | None:
     if not ref.get("name"):
         return None
     return ParentRef(namespace=ref.get("namespace") or "", name=ref["name"])
+
+
+def owner_uid_of(claim: Mapping[str, Any]) -> str | None:
+    """The uid of the Service object a claim records, or None (not recorded)."""
+    annotations = (claim.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(OWNER_UID_ANNOTATION) or None
+
+
+def holder_of(claim: Mapping[str, Any]) -> Holder | None:
+    parent = parent_of(claim)
+    return None if parent is None else Holder(parent, owner_uid_of(claim))
+
+
+def canonical(text: str) -> str | None:
+    """The claim name for an address as a Service spells it, or None if it is none."""
+    try:
+        return claim_name(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 def parse_requested(text: str, net: Network) -> Address:
@@ -203,45 +255,63 @@ def count_in_range(net: Network, used: Iterable[str]) -> int:
 
 
 class ClaimHints(Collection[str]):
-    """IPAddress names -> their parent Service, as a watch last reported them.
+    """IPAddress names -> whom they are for, as a watch last reported them.
 
     A hint only: it lets allocation skip taken addresses without a round trip and tells
-    whether a Service already has a claim in flight; the create decides.
+    whether a Service already has a claim (or one in flight); the create decides. Each
+    entry remembers the claim object's uid, so that the late deletion event of an old
+    claim does not remove the entry of a newer claim of the same name (kopf handles the
+    events of different objects concurrently).
     """
 
     def __init__(self) -> None:
-        self._parents: dict[str, ParentRef | None] = {}
-        self._by_parent: dict[ParentRef, set[str]] = {}
+        self._holders: dict[str, Holder | None] = {}
+        self._uids: dict[str, str | None] = {}
+        self._by_holder: dict[Holder, set[str]] = {}
 
-    def add(self, name: str, parent: ParentRef | None) -> None:
-        self.remove(name)
-        self._parents[name] = parent
-        if parent is not None:
-            self._by_parent.setdefault(parent, set()).add(name)
+    def add(self, name: str, holder: Holder | None, *, uid: str | None = None) -> None:
+        self._drop(name)
+        self._holders[name] = holder
+        self._uids[name] = uid
+        if holder is not None:
+            self._by_holder.setdefault(holder, set()).add(name)
 
-    def remove(self, name: str) -> None:
-        parent = self._parents.pop(name, None)
-        if parent is not None:
-            names = self._by_parent.get(parent)
+    def remove(self, name: str, *, uid: str | None = None) -> None:
+        """Forget ``name``; with ``uid``, only if the entry is that claim's (or one this
+        process added before the watch reported its uid)."""
+        known = self._uids.get(name)
+        if uid is not None and known is not None and known != uid:
+            return
+        self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        self._uids.pop(name, None)
+        holder = self._holders.pop(name, None)
+        if holder is not None:
+            names = self._by_holder.get(holder)
             if names is not None:
                 names.discard(name)
                 if not names:
-                    del self._by_parent[parent]
+                    del self._by_holder[holder]
+
+    def holder(self, name: str) -> Holder | None:
+        return self._holders.get(name)
 
     def parent(self, name: str) -> ParentRef | None:
-        return self._parents.get(name)
+        holder = self._holders.get(name)
+        return None if holder is None else holder.parent
 
-    def claims_of(self, parent: ParentRef) -> set[str]:
-        return set(self._by_parent.get(parent, ()))
+    def claims_of(self, holder: Holder) -> set[str]:
+        return set(self._by_holder.get(holder, ()))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._parents
+        return name in self._holders
 
     def __len__(self) -> int:
-        return len(self._parents)
+        return len(self._holders)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._parents)
+        return iter(self._holders)
 
 
 # -- claiming (through the ClaimApi seam) ---------------------------------------------
@@ -254,8 +324,9 @@ async def claim_any(
     *,
     in_use: Collection[str] = (),
     rng: random.Random | None = None,
+    owner_uid: str | None = None,
 ) -> Address:
-    """Claim a free address for ``parent``.
+    """Claim a free address for ``parent`` (the Service object ``owner_uid``, if known).
 
     ``in_use`` is a hint (e.g. an informer cache of IPAddress names) to skip addresses
     known to be taken without a round trip; it may be stale either way, because the
@@ -271,7 +342,7 @@ async def claim_any(
             continue
         tried += 1
         try:
-            await api.create_claim(claim_body(ip, parent))
+            await api.create_claim(claim_body(ip, parent, owner_uid))
         except ClaimExists:
             logger.debug("ClusterIP %s already claimed, trying the next one", ip)
             continue
@@ -288,24 +359,31 @@ def _exhausted(net: Network, size: int) -> RangeExhausted:
 
 
 async def claim_requested(
-    api: ClaimApi, net: Network, text: str, parent: ParentRef, *, renew: bool = False
+    api: ClaimApi,
+    net: Network,
+    text: str,
+    parent: ParentRef,
+    *,
+    owner_uid: str | None = None,
+    now: datetime | None = None,
 ) -> Address:
     """Claim the address a user asked for, or refuse it with a clear message.
 
-    A claim that already belongs to the same Service is accepted (the webhook and the
-    stored-Service handler both seeing one Service; a second webhook replica). With
-    ``renew`` (a Service about to be created) such a claim is replaced by a fresh one:
-    it may be the claim of a deleted Service of the same name, whose release must not
-    take the address from the new one (see ``release``'s ``deleted_at``).
+    A claim already made for a Service of the same name is taken over: if it records
+    another uid than ``owner_uid`` (or none), it may be the claim of a deleted Service of
+    that name whose release is still to run, so it is marked with ``owner_uid`` (see
+    ``mark``). Without ``owner_uid`` (the caller cannot tell which Service object it
+    claims for) such a claim is accepted as it is.
     """
     ip = parse_requested(text, net)
+    name = claim_name(ip)
     for _attempt in range(3):
         try:
-            await api.create_claim(claim_body(ip, parent))
+            await api.create_claim(claim_body(ip, parent, owner_uid))
             return ip
         except ClaimExists:
             pass
-        existing = await api.get_claim(claim_name(ip))
+        existing = await api.get_claim(name)
         if existing is None:
             continue  # released between our create and get: try again
         owner = parent_of(existing)
@@ -315,12 +393,34 @@ async def claim_requested(
                 + (f" to Service {owner}" if owner else "")
                 + "; pick another address or leave spec.clusterIP empty"
             )
-        if not renew:
+        if owner_uid is None or owner_uid_of(existing) == owner_uid:
             return ip
-        uid = (existing.get("metadata") or {}).get("uid")
-        await api.delete_claim(claim_name(ip), uid=uid)
-        renew = False  # once: if someone else claims it now, it is theirs
+        if await mark(api, existing, owner_uid, now=now):
+            logger.debug("took over the claim on %s for %s (uid %s)", ip, parent, owner_uid)
+            return ip
+        # changed or deleted since we read it: look again
     raise AddressInUse(f"spec.clusterIP {ip} is being claimed and released concurrently; try again")
+
+
+async def mark(
+    api: ClaimApi, claim: Mapping[str, Any], owner_uid: str, *, now: datetime | None = None
+) -> bool:
+    """Record ``owner_uid`` on ``claim`` if it has not changed since it was read.
+
+    The write moves the claim's resourceVersion past any deletion of the Service it
+    was made for (this project's resourceVersions are the store's revisions), and the
+    ``claimed-at`` time restarts its grace period in the sweep: a release or a sweep
+    that decided on the claim before fails its resourceVersion precondition, one that
+    reads it after keeps it.
+    """
+    meta = claim.get("metadata") or {}
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return await api.mark_claim(
+        meta["name"],
+        resource_version=str(meta.get("resourceVersion") or ""),
+        owner_uid=owner_uid,
+        claimed_at=stamp,
+    )
 
 
 def _revision(obj: Mapping[str, Any] | None) -> int | None:
@@ -330,30 +430,58 @@ def _revision(obj: Mapping[str, Any] | None) -> int | None:
         return None
 
 
-async def release(
-    api: ClaimApi, ip_text: str, parent: ParentRef, *, deleted_at: str | None = None
+def releasable(
+    claim: Mapping[str, Any],
+    parent: ParentRef,
+    *,
+    owner_uid: str | None = None,
+    deleted_at: str | None = None,
 ) -> bool:
-    """Delete the claim on ``ip_text`` if it belongs to ``parent``; True if deleted.
+    """Whether ``claim`` is the claim of the deleted Service ``parent`` (uid ``owner_uid``,
+    deleted at resourceVersion ``deleted_at``).
 
-    ``deleted_at`` is the resourceVersion of the Service's deletion: a claim written
-    after it belongs to a Service of the same name created since, and is kept. (This
-    project's resourceVersions are the store's revision numbers, so they compare.)
+    Not if it names another Service, records another Service object's uid, or was
+    written after the deletion (a Service of the same name created since took it over).
     """
-    try:
-        ip = ipaddress.ip_address(ip_text)
-    except ValueError:
+    if parent_of(claim) != parent:
         return False
-    existing = await api.get_claim(claim_name(ip))
-    if existing is None or parent_of(existing) != parent:
+    recorded = owner_uid_of(claim)
+    if owner_uid and recorded and recorded != owner_uid:
         return False
     claim_rv, deletion_rv = (
-        _revision(existing),
+        _revision(claim),
         _revision({"metadata": {"resourceVersion": deleted_at}}),
     )
-    if claim_rv is not None and deletion_rv is not None and claim_rv > deletion_rv:
+    return claim_rv is None or deletion_rv is None or claim_rv <= deletion_rv
+
+
+async def delete_exactly(api: ClaimApi, claim: Mapping[str, Any]) -> bool:
+    """Delete ``claim`` only if it is still that object, unchanged since it was read."""
+    meta = claim.get("metadata") or {}
+    return await api.delete_claim(
+        meta["name"], uid=meta.get("uid"), resource_version=meta.get("resourceVersion")
+    )
+
+
+async def release(
+    api: ClaimApi,
+    ip_text: str,
+    parent: ParentRef,
+    *,
+    owner_uid: str | None = None,
+    deleted_at: str | None = None,
+) -> bool:
+    """Delete the claim on ``ip_text`` if it is ``parent``'s (see ``releasable``); True if
+    deleted. The delete is conditional on the claim being unchanged since it was read."""
+    name = canonical(ip_text)
+    if name is None:
         return False
-    uid = (existing.get("metadata") or {}).get("uid")
-    return await api.delete_claim(claim_name(ip), uid=uid)
+    existing = await api.get_claim(name)
+    if existing is None:
+        return False
+    if not releasable(existing, parent, owner_uid=owner_uid, deleted_at=deleted_at):
+        return False
+    return await delete_exactly(api, existing)
 
 
 # -- the sweep (pure) -----------------------------------------------------------------
@@ -367,14 +495,23 @@ def service_addresses(service: Mapping[str, Any]) -> set[str]:
     return ips
 
 
-def _created_at(obj: Mapping[str, Any]) -> datetime | None:
-    text = (obj.get("metadata") or {}).get("creationTimestamp")
+def _timestamp(text: object) -> datetime | None:
     if not text:
         return None
     try:
         return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def claimed_at(claim: Mapping[str, Any]) -> datetime | None:
+    """When a claim was made, or last taken over by a Service (its ``claimed-at``)."""
+    meta = claim.get("metadata") or {}
+    created = _timestamp(meta.get("creationTimestamp"))
+    taken = _timestamp((meta.get("annotations") or {}).get(CLAIMED_AT_ANNOTATION))
+    if created is None or taken is None:
+        return created or taken
+    return max(created, taken)
 
 
 def orphaned_claims(
@@ -384,7 +521,7 @@ def orphaned_claims(
     now: datetime,
     grace: timedelta,
 ) -> list[Mapping[str, Any]]:
-    """Our claims that no Service holds, older than ``grace``.
+    """Our claims that no Service holds, made (or taken over) longer than ``grace`` ago.
 
     ``services`` must be listed *after* ``claims``: a claim younger than the grace period
     may belong to a create still in flight (claimed by the webhook, not yet stored) and
@@ -406,7 +543,7 @@ def orphaned_claims(
             continue
         if meta.get("name") in held.get(parent, set()):
             continue
-        created = _created_at(claim)
+        created = claimed_at(claim)
         if created is None or now - created < grace:
             continue
         orphans.append(claim)
@@ -434,14 +571,35 @@ class ApiClaims:
         except NotFound:
             return None
 
-    async def delete_claim(self, name: str, *, uid: str | None = None) -> bool:
+    async def delete_claim(
+        self, name: str, *, uid: str | None = None, resource_version: str | None = None
+    ) -> bool:
+        preconditions = {"uid": uid} if uid else {}
+        if resource_version:
+            preconditions["resourceVersion"] = resource_version
         try:
             await self.api.delete(
-                IPADDRESS_API_VERSION,
-                "ipaddresses",
-                name,
-                preconditions={"uid": uid} if uid else None,
+                IPADDRESS_API_VERSION, "ipaddresses", name, preconditions=preconditions or None
             )
+        except (NotFound, Conflict):
+            return False
+        return True
+
+    async def mark_claim(
+        self, name: str, *, resource_version: str, owner_uid: str, claimed_at: str
+    ) -> bool:
+        # a merge patch carrying metadata.resourceVersion is conditional on it (409)
+        patch = {
+            "metadata": {
+                "resourceVersion": resource_version,
+                "annotations": {
+                    OWNER_UID_ANNOTATION: owner_uid,
+                    CLAIMED_AT_ANNOTATION: claimed_at,
+                },
+            }
+        }
+        try:
+            await self.api.patch(IPADDRESS_API_VERSION, "ipaddresses", name, patch)
         except (NotFound, Conflict):
             return False
         return True

@@ -8,9 +8,11 @@
   Services that need it): a Service stored without an address (the operator was down,
   the webhook's failurePolicy is Ignore) gets one from the same claim function, written
   with a resourceVersion test so that two replicas cannot both assign one; the loser
-  releases its claim. A stored Service whose address has no claim (stored while the
-  operator was down) gets its claim made, or a Warning Event if another holds it.
-- ``release_cluster_ip``: on the Service's DELETED event, its claim is released. An
+  releases its claim. A stored Service whose address has no claim for this very
+  Service object (stored while the operator was down, or holding a deleted namesake's
+  claim) gets its claim made or taken over, or a Warning Event if another holds it.
+- ``release_cluster_ip``: on the Service's DELETED event, its claim is released, unless
+  a Service of the same name created since took it over or holds the address. An
   event handler, not on.delete: that needs kopf's finalizer on every Service (a PATCH
   after each create, deletions stuck while no operator runs), and with ``optional=True``
   (no finalizer) kopf calls it only while some other finalizer holds a deletion.
@@ -18,7 +20,12 @@
   index is complete before any handler runs, the event handler also sees deletions.
 - ``Sweeper``: periodically deletes our claims no Service holds, once older than a grace
   period (a crash between claim and store, a create refused after admission), and
-  retries Services still without an address.
+  retries Services still without an address or without their own claim.
+
+Only the release and the sweep delete claims, and only a claim unchanged since they
+read it (uid and resourceVersion preconditions); a Service taking a claim over writes
+it (``ipam.mark``), so such a deletion decided before fails instead of taking the
+address from it. See ``operators.ipam`` and docs/operators.md.
 
 kopf keeps no state on Services (``operators.persistence``): no annotations, no
 finalizers, so a Service is written once (by its creator) on the fast path. Without a
@@ -60,10 +67,13 @@ class ServiceAllocator:
         self.api = api
         self.claims = ipam.ApiClaims(api)
         self.network = network
-        self.known_claims: set[str] = set()  # claims this process made or confirmed
+        # claims this process made or confirmed: address -> the Service object's uid
+        self.known_claims: dict[str, str | None] = {}
         self.in_use = ipam.ClaimHints()  # every IPAddress, from a watch
 
-    async def admit(self, namespace: str, name: str, spec: Mapping[str, Any]) -> list[str]:
+    async def admit(
+        self, namespace: str, name: str, spec: Mapping[str, Any], uid: str | None = None
+    ) -> list[str]:
         """The ClusterIPs for a Service about to be created ([] = leave it alone)."""
         if not needs_cluster_ip(spec):
             return []
@@ -71,22 +81,26 @@ class ServiceAllocator:
         requested = spec.get("clusterIP") or next(iter(spec.get("clusterIPs") or []), "")
         if requested:
             ip = await ipam.claim_requested(
-                self.claims, self.network, requested, parent, renew=True
+                self.claims, self.network, requested, parent, owner_uid=uid
             )
         else:
-            ip = await ipam.claim_any(self.claims, self.network, parent, in_use=self.in_use)
-        self.known_claims.add(str(ip))
-        self.in_use.add(str(ip), parent)
+            ip = await ipam.claim_any(
+                self.claims, self.network, parent, in_use=self.in_use, owner_uid=uid
+            )
+        self.known_claims[str(ip)] = uid
+        self.in_use.add(str(ip), ipam.Holder(parent, uid))
         logger.info("allocated ClusterIP %s to %s", ip, parent)
         return [str(ip)]
 
     def needs_allocation(
         self,
         body: Mapping[str, Any],
-        claims: Mapping[str, Iterable[ParentRef | None]] | None = None,
+        claims: Mapping[str, Iterable[ipam.Holder | None]] | None = None,
     ) -> bool:
         """Whether a stored Service has no address, or one this operator knows no claim
-        of (``claims``: kopf's index of IPAddresses, complete from the start)."""
+        of for this very Service object (``claims``: kopf's index of IPAddresses,
+        complete from the start). A claim of its name that records another uid (or
+        none) may be a deleted Service's whose release is pending: it is taken over."""
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
         if meta.get("deletionTimestamp") or not needs_cluster_ip(spec):
@@ -94,17 +108,20 @@ class ServiceAllocator:
         current = spec.get("clusterIP")
         if not current:
             return True
-        parent = ParentRef(meta.get("namespace") or "default", meta.get("name") or "")
+        uid = meta.get("uid")
+        mine = ipam.Holder(
+            ParentRef(meta.get("namespace") or "default", meta.get("name") or ""), uid
+        )
         return not (
-            current in self.known_claims
-            or self.in_use.parent(current) == parent
-            or parent in (claims or {}).get(current, ())
+            (current in self.known_claims and self.known_claims[current] == uid)
+            or self.in_use.holder(current) == mine
+            or mine in (claims or {}).get(current, ())
         )
 
     async def allocate_stored(
         self,
         body: Mapping[str, Any],
-        claims: Mapping[str, Iterable[ParentRef | None]] | None = None,
+        claims: Mapping[str, Iterable[ipam.Holder | None]] | None = None,
     ) -> None:
         """Give a stored Service without an address one, or claim the one it holds."""
         if not self.needs_allocation(body, claims):
@@ -112,17 +129,20 @@ class ServiceAllocator:
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
         parent = ParentRef(meta.get("namespace") or "default", meta["name"])
+        uid = meta.get("uid")
         current = spec.get("clusterIP")
         if current:
             await self.claim_held(body, parent, current)
             return
-        if self.in_use.claims_of(parent):
+        if self.in_use.claims_of(ipam.Holder(parent, uid)):
             # a claim for it is in flight (another replica, or a webhook whose create
             # failed): its owner writes it, or the sweep frees it and the repair retries
             logger.debug("%s has a ClusterIP claim in flight; not claiming another", parent)
             return
-        ip = await ipam.claim_any(self.claims, self.network, parent, in_use=self.in_use)
-        self.in_use.add(str(ip), parent)
+        ip = await ipam.claim_any(
+            self.claims, self.network, parent, in_use=self.in_use, owner_uid=uid
+        )
+        self.in_use.add(str(ip), ipam.Holder(parent, uid))
         patch = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
             {"op": "add", "path": "/spec/clusterIP", "value": str(ip)},
@@ -138,37 +158,69 @@ class ServiceAllocator:
             # the sweep deletes it); the next event brings the new state
             logger.debug("%s changed before its ClusterIP was written: %s", parent, exc)
             with contextlib.suppress(ClientError):
-                await ipam.release(self.claims, str(ip), parent)
+                await ipam.release(self.claims, str(ip), parent, owner_uid=uid)
             return
         # (any other failure, a timeout or a 5xx, propagates: the write may have happened,
         # so the claim stays, and the sweep frees it if the Service does not hold it)
-        self.known_claims.add(str(ip))
+        self.known_claims[str(ip)] = uid
         logger.info("allocated ClusterIP %s to stored Service %s", ip, parent)
 
     async def claim_held(self, body: Mapping[str, Any], parent: ParentRef, ip: str) -> None:
+        uid = (body.get("metadata") or {}).get("uid")
         try:
-            await ipam.claim_requested(self.claims, self.network, ip, parent)
+            await ipam.claim_requested(self.claims, self.network, ip, parent, owner_uid=uid)
         except ipam.IpamError as exc:
             logger.warning("Service %s holds ClusterIP %s without a claim: %s", parent, ip, exc)
             await post_event(self.api, body, "Warning", "ClusterIPNotClaimed", str(exc))
             return
-        self.known_claims.add(ip)
+        self.known_claims[ip] = uid
 
     async def release(self, body: Mapping[str, Any]) -> None:
-        """Release a deleted Service's addresses, unless a Service of the same name,
-        created again since, holds them (it asked for the same address)."""
+        """Release a deleted Service's addresses (the DELETED event's object: its
+        resourceVersion is the deletion's), unless a Service of the same name, created
+        again since, took the claim over or holds the address."""
         meta = body.get("metadata") or {}
         parent = ParentRef(meta.get("namespace") or "default", meta.get("name") or "")
-        try:
-            again = await self.api.get("v1", "services", parent.name, parent.namespace)
-        except NotFound:
-            again = {}
-        held_again = ipam.service_addresses(again)
-        for ip in sorted(ipam.service_addresses(body) - held_again):
-            deleted_at = meta.get("resourceVersion")
-            if await ipam.release(self.claims, ip, parent, deleted_at=deleted_at):
+        uid, deleted_at = meta.get("uid"), meta.get("resourceVersion")
+        for ip in sorted(ipam.service_addresses(body)):
+            name = ipam.canonical(ip)
+            if name is None:
+                continue
+            if self.known_claims.get(name, "") == uid:
+                del self.known_claims[name]
+            claim = await self.claims.get_claim(name)
+            if claim is None or not ipam.releasable(
+                claim, parent, owner_uid=uid, deleted_at=deleted_at
+            ):
+                continue
+            if await self.delete_unless_held(claim, parent):
                 logger.info("released ClusterIP %s of deleted Service %s", ip, parent)
-            self.known_claims.discard(ip)
+
+    async def delete_unless_held(self, claim: Mapping[str, Any], parent: ParentRef) -> bool:
+        """Delete ``claim`` unless a Service named ``parent`` holds its address now; only
+        if the claim is unchanged since it was read (a Service that took it over since
+        has written it). True if deleted."""
+        name = claim["metadata"]["name"]
+        try:
+            svc = await self.api.get("v1", "services", parent.name, parent.namespace)
+        except NotFound:
+            svc = {}
+        if name in {ipam.canonical(ip) for ip in ipam.service_addresses(svc)}:
+            return False
+        return await ipam.delete_exactly(self.claims, claim)
+
+    def saw_claim(self, type_: str | None, claim: Mapping[str, Any]) -> None:
+        """An IPAddress event (the watch behind the hints)."""
+        meta = claim.get("metadata") or {}
+        name = meta.get("name")
+        if not name:
+            return
+        if type_ == "DELETED":
+            self.in_use.remove(name, uid=meta.get("uid"))
+            if self.known_claims.get(name, "") == ipam.owner_uid_of(claim):
+                del self.known_claims[name]
+        else:
+            self.in_use.add(name, ipam.holder_of(claim), uid=meta.get("uid"))
 
 
 class Sweeper:
@@ -189,35 +241,30 @@ class Sweeper:
         orphans = ipam.orphaned_claims(claims, services, now=listed_at, grace=self.grace)
         swept: list[str] = []
         for claim in orphans:
-            meta = claim["metadata"]
-            if await self._held_now(claim):
+            parent = ipam.parent_of(claim)
+            if parent is None:
                 continue
-            if await self.allocator.claims.delete_claim(meta["name"], uid=meta.get("uid")):
-                swept.append(meta["name"])
-                self.allocator.known_claims.discard(meta["name"])
+            # a last look at its Service (a write may have landed since the list), and
+            # the claim deleted only as listed: one taken over since has been written
+            if await self.allocator.delete_unless_held(claim, parent):
+                name = claim["metadata"]["name"]
+                swept.append(name)
+                self.allocator.known_claims.pop(name, None)
                 logger.info(
                     "swept orphaned ClusterIP claim %s (Service %s holds no such address)",
-                    meta["name"],
-                    ipam.parent_of(claim),
+                    name,
+                    parent,
                 )
-        await self._repair(services, {c["metadata"]["name"] for c in claims})
+        await self._repair(services, {c["metadata"]["name"]: ipam.holder_of(c) for c in claims})
         return swept
 
-    async def _held_now(self, claim: Mapping[str, Any]) -> bool:
-        """A last look at the claim's Service (a write may have landed since the list)."""
-        parent = ipam.parent_of(claim)
-        if parent is None:
-            return False
-        try:
-            svc = await self.allocator.api.get("v1", "services", parent.name, parent.namespace)
-        except NotFound:
-            return False
-        return claim["metadata"]["name"] in ipam.service_addresses(svc)
-
-    async def _repair(self, services: list[dict[str, Any]], claimed: set[str]) -> None:
+    async def _repair(
+        self, services: list[dict[str, Any]], claimed: Mapping[str, ipam.Holder | None]
+    ) -> None:
         """Allocate to Services seen without an address at two sweeps in a row (an event
-        whose handling failed is not redelivered by kopf), and claim addresses Services
-        hold without a claim (stored while no operator ran)."""
+        whose handling failed is not redelivered by kopf), claim addresses Services hold
+        without a claim (stored while no operator ran), and take over claims of their
+        name made for another Service object (a deleted one of the same name)."""
         unallocated = {}
         for svc in services:
             spec, meta = svc.get("spec") or {}, svc.get("metadata") or {}
@@ -225,8 +272,13 @@ class Sweeper:
                 continue
             if not spec.get("clusterIP"):
                 unallocated[meta["uid"]] = svc
-            elif spec["clusterIP"] not in claimed:
-                parent = ParentRef(meta.get("namespace") or "default", meta.get("name") or "")
+                continue
+            parent = ParentRef(meta.get("namespace") or "default", meta.get("name") or "")
+            name = ipam.canonical(spec["clusterIP"]) or spec["clusterIP"]
+            holder = claimed.get(name)
+            if name not in claimed or (
+                holder is not None and holder.parent == parent and holder.uid != meta["uid"]
+            ):
                 await self.allocator.claim_held(svc, parent, spec["clusterIP"])
         for uid in sorted(self._unallocated & unallocated.keys()):
             try:
@@ -267,7 +319,9 @@ def register(
             if dryrun or not namespace or not name:
                 return  # generateName / no namespace yet: the stored-Service path allocates
             try:
-                ips = await allocator.admit(namespace, name, body.get("spec") or {})
+                ips = await allocator.admit(
+                    namespace, name, body.get("spec") or {}, meta.get("uid")
+                )
             except ipam.IpamError as exc:
                 code = 500 if isinstance(exc, ipam.RangeExhausted) else 422
                 raise kopf.AdmissionError(str(exc), code=code) from None
@@ -281,20 +335,13 @@ def register(
         "networking.k8s.io", "v1", "ipaddresses", id="follow_ip_addresses", registry=registry
     )
     async def follow_ip_addresses(body: kopf.Body, type: str | None, **_: Any) -> None:
-        name = (body.get("metadata") or {}).get("name")
-        if not name:
-            return
-        if type == "DELETED":
-            allocator.in_use.remove(name)
-            allocator.known_claims.discard(name)
-        else:
-            allocator.in_use.add(name, ipam.parent_of(body))
+        allocator.saw_claim(type, body)
 
     @kopf.index("networking.k8s.io", "v1", "ipaddresses", id="ip_claims", registry=registry)
-    async def ip_claims(body: kopf.Body, **_: Any) -> dict[str, ParentRef | None]:
+    async def ip_claims(body: kopf.Body, **_: Any) -> dict[str, ipam.Holder | None]:
         # an index, not only the event handler above: kopf fills every index before it
         # runs any handler, so Services listed at startup are checked without requests
-        return {(body.get("metadata") or {}).get("name") or "": ipam.parent_of(body)}
+        return {(body.get("metadata") or {}).get("name") or "": ipam.holder_of(body)}
 
     def in_need(body: kopf.Body, **kw: Any) -> bool:
         return allocator.needs_allocation(body, kw["ip_claims"])

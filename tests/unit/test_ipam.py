@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import random
 from datetime import UTC, datetime, timedelta
@@ -40,12 +41,39 @@ class FakeClaims:
     async def get_claim(self, name: str) -> dict[str, Any] | None:
         return self.objects.get(name)
 
-    async def delete_claim(self, name: str, *, uid: str | None = None) -> bool:
+    def _unchanged(self, name: str, uid: str | None, resource_version: str | None) -> bool:
         obj = self.objects.get(name)
-        if obj is None or (uid is not None and obj["metadata"]["uid"] != uid):
+        return not (
+            obj is None
+            or (uid is not None and obj["metadata"]["uid"] != uid)
+            or (
+                resource_version is not None
+                and obj["metadata"]["resourceVersion"] != resource_version
+            )
+        )
+
+    async def delete_claim(
+        self, name: str, *, uid: str | None = None, resource_version: str | None = None
+    ) -> bool:
+        if not self._unchanged(name, uid, resource_version):
             return False
         self._uid += 1  # a store revision per write
         del self.objects[name]
+        return True
+
+    async def mark_claim(
+        self, name: str, *, resource_version: str, owner_uid: str, claimed_at: str
+    ) -> bool:
+        if not self._unchanged(name, None, resource_version):
+            return False
+        self._uid += 1
+        meta = self.objects[name]["metadata"]
+        meta["annotations"] = {
+            **(meta.get("annotations") or {}),
+            ipam.OWNER_UID_ANNOTATION: owner_uid,
+            ipam.CLAIMED_AT_ANNOTATION: claimed_at,
+        }
+        meta["resourceVersion"] = str(self._uid)
         return True
 
 
@@ -183,6 +211,25 @@ async def test_release_deletes_only_the_owners_claim() -> None:
     assert api.objects == {}
 
 
+async def test_release_keeps_a_claim_recorded_for_another_service_of_the_same_name() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.96.0.0/12")
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB, owner_uid="new")
+    assert await ipam.release(api, "10.96.0.10", WEB, owner_uid="old") is False
+    assert "10.96.0.10" in api.objects
+    assert await ipam.release(api, "10.96.0.10", WEB, owner_uid="new") is True
+
+
+async def test_a_claim_changed_since_it_was_read_is_not_deleted() -> None:
+    api = FakeClaims()
+    net = ipam.parse_service_cidr("10.96.0.0/12")
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB)
+    read = copy.deepcopy(api.objects["10.96.0.10"])
+    assert await ipam.mark(api, read, "new")  # taken over meanwhile
+    assert await ipam.delete_exactly(api, read) is False
+    assert ipam.owner_uid_of(api.objects["10.96.0.10"]) == "new"
+
+
 def _claim(name: str, parent: ParentRef, age: timedelta, now: datetime) -> dict[str, Any]:
     body = ipam.claim_body(ipaddress.ip_address(name), parent)
     body["metadata"]["creationTimestamp"] = (now - age).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -216,28 +263,46 @@ def test_sweep_leaves_claims_it_does_not_manage() -> None:
     assert ipam.orphaned_claims([foreign], [], now=now, grace=timedelta(seconds=1)) == []
 
 
-def test_claim_hints_track_names_and_parents() -> None:
+def test_claim_hints_track_names_and_holders() -> None:
     hints = ipam.ClaimHints()
-    hints.add("10.96.0.1", WEB)
-    hints.add("10.96.0.2", WEB)
+    web, other = ipam.Holder(WEB, "w"), ipam.Holder(OTHER, "o")
+    hints.add("10.96.0.1", web)
+    hints.add("10.96.0.2", web)
     hints.add("10.96.0.3", None)
     assert "10.96.0.1" in hints and len(hints) == 3
-    assert hints.claims_of(WEB) == {"10.96.0.1", "10.96.0.2"}
-    hints.add("10.96.0.2", OTHER)  # re-parented (deleted and claimed again)
-    assert hints.claims_of(WEB) == {"10.96.0.1"}
-    assert hints.parent("10.96.0.2") == OTHER
+    assert hints.claims_of(web) == {"10.96.0.1", "10.96.0.2"}
+    assert hints.claims_of(ipam.Holder(WEB, "another")) == set()
+    hints.add("10.96.0.2", other)  # re-parented (deleted and claimed again)
+    assert hints.claims_of(web) == {"10.96.0.1"}
+    assert hints.parent("10.96.0.2") == OTHER and hints.holder("10.96.0.2") == other
     hints.remove("10.96.0.1")
-    assert hints.claims_of(WEB) == set() and "10.96.0.1" not in hints
+    assert hints.claims_of(web) == set() and "10.96.0.1" not in hints
 
 
-async def test_renewing_a_requested_address_replaces_the_services_own_claim() -> None:
+def test_a_late_deletion_of_an_old_claim_leaves_the_newer_claims_hint() -> None:
+    hints = ipam.ClaimHints()
+    hints.add("10.96.0.1", ipam.Holder(WEB, "new"), uid="claim-2")
+    hints.remove("10.96.0.1", uid="claim-1")  # the old claim's DELETED, handled last
+    assert hints.holder("10.96.0.1") == ipam.Holder(WEB, "new")
+    hints.remove("10.96.0.1", uid="claim-2")
+    assert "10.96.0.1" not in hints
+
+
+async def test_a_claim_of_the_same_name_for_another_service_object_is_taken_over() -> None:
     api = FakeClaims()
     net = ipam.parse_service_cidr("10.96.0.0/12")
-    await ipam.claim_requested(api, net, "10.96.0.10", WEB)
-    old_uid = api.objects["10.96.0.10"]["metadata"]["uid"]
-    await ipam.claim_requested(api, net, "10.96.0.10", WEB, renew=True)
-    assert api.objects["10.96.0.10"]["metadata"]["uid"] != old_uid
-    assert ipam.parent_of(api.objects["10.96.0.10"]) == WEB
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB, owner_uid="old")
+    before = copy.deepcopy(api.objects["10.96.0.10"]["metadata"])
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB, owner_uid="new", now=now)
+    after = api.objects["10.96.0.10"]["metadata"]
+    assert after["uid"] == before["uid"]  # the same object, never without a claim
+    assert int(after["resourceVersion"]) > int(before["resourceVersion"])
+    assert ipam.owner_uid_of(api.objects["10.96.0.10"]) == "new"
+    assert ipam.claimed_at(api.objects["10.96.0.10"]) is not None
+    writes = api._uid
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB, owner_uid="new")
+    assert api._uid == writes  # already this Service's: nothing written
 
 
 async def test_release_keeps_a_claim_written_after_the_services_deletion() -> None:
@@ -246,7 +311,19 @@ async def test_release_keeps_a_claim_written_after_the_services_deletion() -> No
     await ipam.claim_requested(api, net, "10.96.0.10", WEB)  # revision 1
     api._uid += 1  # the Service is deleted at revision 2 ...
     deleted_at = str(api._uid)
-    await ipam.claim_requested(api, net, "10.96.0.10", WEB, renew=True)  # ... and created again
+    # ... and created again: the new one takes the claim over
+    await ipam.claim_requested(api, net, "10.96.0.10", WEB, owner_uid="new")
     assert await ipam.release(api, "10.96.0.10", WEB, deleted_at=deleted_at) is False
     assert "10.96.0.10" in api.objects
     assert await ipam.release(api, "10.96.0.10", WEB, deleted_at=str(api._uid + 1)) is True
+
+
+def test_a_claim_taken_over_restarts_its_grace_period() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    taken = _claim("10.96.0.1", WEB, timedelta(hours=1), now)
+    taken["metadata"]["annotations"] = {
+        ipam.CLAIMED_AT_ANNOTATION: (now - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    }
+    assert ipam.orphaned_claims([taken], [], now=now, grace=timedelta(seconds=30)) == []
+    later = now + timedelta(seconds=40)
+    assert ipam.orphaned_claims([taken], [], now=later, grace=timedelta(seconds=30)) == [taken]

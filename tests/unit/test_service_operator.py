@@ -13,6 +13,7 @@ from operators.persistence import NoDiffBase, NoProgress
 from operators.service_operator import ServiceAllocator
 
 WEB = ParentRef("default", "web")
+UID = "uid-web"
 
 
 def allocator() -> ServiceAllocator:
@@ -22,7 +23,7 @@ def allocator() -> ServiceAllocator:
 
 def stored(name: str = "web", **spec: Any) -> dict[str, Any]:
     return {
-        "metadata": {"name": name, "namespace": "default", "resourceVersion": "7"},
+        "metadata": {"name": name, "namespace": "default", "resourceVersion": "7", "uid": UID},
         "spec": {"ports": [{"port": 80}], **spec},
     }
 
@@ -41,20 +42,35 @@ def test_headless_external_name_and_deleting_services_need_nothing() -> None:
 
 def test_an_address_claimed_for_the_service_needs_nothing_more() -> None:
     body = stored(clusterIP="10.96.0.9")
-    by_index = {"10.96.0.9": [WEB]}
-    assert not allocator().needs_allocation(body, by_index)
+    mine = ipam.Holder(WEB, UID)
+    assert not allocator().needs_allocation(body, {"10.96.0.9": [mine]})
     hinted = allocator()
-    hinted.in_use.add("10.96.0.9", WEB)
+    hinted.in_use.add("10.96.0.9", mine)
     assert not hinted.needs_allocation(body)
     made_here = allocator()
-    made_here.known_claims.add("10.96.0.9")
+    made_here.known_claims["10.96.0.9"] = UID
     assert not made_here.needs_allocation(body)
 
 
 def test_an_address_without_a_claim_or_claimed_for_another_needs_the_allocator() -> None:
     body = stored(clusterIP="10.96.0.9")
     assert allocator().needs_allocation(body)
-    assert allocator().needs_allocation(body, {"10.96.0.9": [ParentRef("default", "other")]})
+    other = ipam.Holder(ParentRef("default", "other"), "uid-other")
+    assert allocator().needs_allocation(body, {"10.96.0.9": [other]})
+
+
+def test_a_claim_of_its_name_for_another_service_object_needs_taking_over() -> None:
+    """A deleted Service of the same name's claim (its release may be pending), or one
+    that records no Service uid: the handler takes it over."""
+    body = stored(clusterIP="10.96.0.9")
+    for holder in (ipam.Holder(WEB, "uid-deleted"), ipam.Holder(WEB, None)):
+        assert allocator().needs_allocation(body, {"10.96.0.9": [holder]})
+        hinted = allocator()
+        hinted.in_use.add("10.96.0.9", holder)
+        assert hinted.needs_allocation(body)
+    made_here = allocator()
+    made_here.known_claims["10.96.0.9"] = "uid-deleted"
+    assert made_here.needs_allocation(body)
 
 
 def test_kopf_state_storages_write_nothing_and_remember_nothing() -> None:
