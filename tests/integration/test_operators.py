@@ -25,6 +25,7 @@ from tests.support.server import RunningApiserver, running_apiserver
 REPO = Path(__file__).resolve().parents[2]
 CIDR = "10.96.0.0/22"
 SWEEP = ("--sweep-interval", "1", "--claim-grace", "5")
+OWNER_UID = "ipallocator.minik8s.io/service-uid"  # the Service object a claim is for
 T = TypeVar("T")
 
 # The seed's manifests (examples/pod-example.yaml, examples/service.yaml), as a fallback
@@ -360,10 +361,22 @@ async def _assert_nonempty(items: Awaitable[list[Any]]) -> None:
     assert await items
 
 
+async def unclaimed_address(api: ApiClient, start: str) -> str:
+    """The first address from ``start`` on that no claim holds: the Services of earlier
+    tests in this cluster got random ones, which a fixed address could collide with."""
+    items, _ = await api.list("networking.k8s.io/v1", "ipaddresses")
+    taken = {item["metadata"]["name"] for item in items}
+    ip = ipaddress.ip_address(start)
+    while str(ip) in taken:
+        ip += 1
+    assert ip in ipaddress.ip_network(CIDR)
+    return str(ip)
+
+
 async def test_requested_cluster_ip_is_claimed_or_refused_with_the_reason(
     api: ApiClient, namespace: str
 ) -> None:
-    ip = "10.96.3.200"
+    ip = await unclaimed_address(api, "10.96.3.200")
     created = await api.create(
         "v1", "services", service_body("mine", {"a": "b"}, clusterIP=ip), namespace
     )
@@ -634,13 +647,11 @@ async def test_the_operators_client_answers_as_the_api_client(
             await down.get("v1", "services", "x", "default")
 
 
-async def test_recreating_a_service_with_its_address_keeps_the_claim(
-    api: ApiClient, namespace: str
-) -> None:
-    ip = "10.96.3.201"
-    await api.create("v1", "services", service_body("again", {"a": "b"}, clusterIP=ip), namespace)
+async def _recreate_and_check_the_claim(api: ApiClient, namespace: str, ip: str) -> None:
+    body = service_body("again", {"a": "b"}, clusterIP=ip)
+    await api.create("v1", "services", body, namespace)
     await api.delete("v1", "services", "again", namespace)
-    await api.create("v1", "services", service_body("again", {"a": "b"}, clusterIP=ip), namespace)
+    again = await api.create("v1", "services", body, namespace)
 
     async def claimed_for_a_while() -> None:
         for _ in range(20):  # the old Service's release has long run by the end of this
@@ -649,6 +660,27 @@ async def test_recreating_a_service_with_its_address_keeps_the_claim(
             except NotFound:
                 raise AssertionError(f"{ip} is not claimed") from None
             assert claim["spec"]["parentRef"]["name"] == "again"
+            assert claim["spec"]["parentRef"]["namespace"] == namespace
+            # the claim records the new Service object, not the deleted one
+            annotations = claim["metadata"].get("annotations") or {}
+            assert annotations.get(OWNER_UID) == again["metadata"]["uid"], annotations
             await asyncio.sleep(0.1)
 
     await eventually(claimed_for_a_while)
+
+
+async def test_recreating_a_service_with_its_address_keeps_the_claim(
+    api: ApiClient, namespace: str
+) -> None:
+    await _recreate_and_check_the_claim(api, namespace, await unclaimed_address(api, "10.96.3.201"))
+
+
+async def test_recreating_a_service_with_its_address_keeps_the_claim_without_the_webhook() -> None:
+    """Stored without admission (as when the webhook call fails: failurePolicy Ignore), the
+    new Service finds its deleted namesake's claim, takes it over, and keeps it."""
+    with running_apiserver() as server:
+        with running_operators(
+            server.kubeconfig, "--no-webhook", "--service-cidr", CIDR, *SWEEP, url=server.url
+        ):
+            async with ApiClient.from_kubeconfig(server.kubeconfig) as api:
+                await _recreate_and_check_the_claim(api, "default", "10.96.3.201")
