@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install sysdeps lint typecheck test test-fast test-kernel bench up clean
+.PHONY: install sysdeps lint typecheck test test-fast test-kernel bench up demo clean
 
 install: $(STAMP)
 
@@ -54,6 +54,12 @@ bench: install sysdeps
 
 up: install
 	$(VENV)/bin/minik8s up
+
+# The seed's Service path from kubectl apply to curl, in a user-mode-linux guest: a real
+# kernel with IPVS, whatever this machine's kernel has (examples/seed_demo.py).
+demo: install sysdeps
+	@echo 'booting a user-mode-linux guest for the demo (a few seconds)...'
+	tests/kernel/uml-run.sh -o -t 300 -c '$(PY) -m examples.seed_demo'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

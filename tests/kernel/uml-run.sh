@@ -6,23 +6,24 @@
 #
 #     tests/kernel/uml-run.sh -- -q tests/kernel
 #
-# usage: uml-run.sh [-t TIMEOUT_S] [-m MEM] [-p PYTHON] [-e NAME]... [-L] [-- PYTEST_ARGS...]
+# usage: uml-run.sh [-t TIMEOUT_S] [-m MEM] [-p PYTHON] [-e NAME]... [-L|-o] [-- PYTEST_ARGS...]
 #        uml-run.sh [...] -c 'shell command'      run a shell command instead of pytest
 #   -t  wall-clock limit for the whole guest (default 900 s; exit 124 on expiry)
 #   -m  guest memory (default 1536M)
 #   -p  python to run pytest with (default: .venv/bin/python of this checkout)
 #   -e  NAME: pass the host environment variable NAME into the guest (repeatable)
 #   -L  stream the guest console to stderr as it runs
+#   -o  stream the command's own output (not the console) as it runs
 # exit: pytest's (or the command's) exit code; 124 timeout; 125 the guest died first
 #       (panic, OOM, boot failure); 126 user-mode-linux or kmod missing.
 # needs (Debian, as root in CI): user-mode-linux kmod iproute2 (ipvsadm for benches).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-TIMEOUT=900 MEM=1536M PY="" EXTRA_ENV="" LIVE=0 COMMAND=""
+TIMEOUT=900 MEM=1536M PY="" EXTRA_ENV="" LIVE=0 STREAM=0 COMMAND=""
 MODULES="ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh dummy veth nf_conntrack"
 
-while getopts "t:m:p:e:c:Lh" opt; do
+while getopts "t:m:p:e:c:Loh" opt; do
   case $opt in
     t) TIMEOUT=$OPTARG ;;
     m) MEM=$OPTARG ;;
@@ -30,7 +31,8 @@ while getopts "t:m:p:e:c:Lh" opt; do
     e) EXTRA_ENV+=" $OPTARG" ;;
     c) COMMAND=$OPTARG ;;
     L) LIVE=1 ;;
-    *) sed -n '2,19p' "$0"; exit 2 ;;
+    o) STREAM=1 ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -102,9 +104,17 @@ if [ "$LIVE" = 1 ]; then CONSOLE=/dev/stderr; else CONSOLE="$RUN/console.log"; f
 # keeps UML from putting a terminal into raw mode (and CI has no terminal).
 timeout --kill-after=10 "$TIMEOUT" "$UML" mem="$MEM" rootfstype=hostfs rootflags=/ rw \
   init="$RUN/init" loglevel=1 con=null con0=fd:0,fd:1 \
-  umid="$(basename "$RUN")" uml_dir="$RUN" </dev/null >>"$CONSOLE" 2>&1
+  umid="$(basename "$RUN")" uml_dir="$RUN" </dev/null >>"$CONSOLE" 2>&1 &
+GUEST=$!
+if [ "$STREAM" = 1 ]; then
+  # The guest writes the output through hostfs; tail follows it, then reads it one last
+  # time once the guest has gone.
+  : >"$RUN/output.log"
+  tail -n +1 -s 0.2 -F --pid="$GUEST" "$RUN/output.log" 2>/dev/null
+fi
+wait "$GUEST"
 UML_RC=$?
-[ "$LIVE" = 0 ] && [ -f "$RUN/output.log" ] && cat "$RUN/output.log"
+[ "$LIVE" = 0 ] && [ "$STREAM" = 0 ] && [ -f "$RUN/output.log" ] && cat "$RUN/output.log"
 if [ -f "$RUN/rc" ]; then
   exit "$(cat "$RUN/rc")"
 fi
