@@ -78,7 +78,9 @@ async def test_the_runner_follows_services_and_slices_from_the_apiserver(api: Ap
     )
     task = asyncio.create_task(runner.run())
     try:
-        await until(lambda: VS in backend.state.services)
+        # A sync's operations are applied in a thread, the address bound after the service
+        # is added: wait for both, then check that nothing else is there.
+        await until(lambda: VS in backend.state.services and bool(backend.state.addresses))
         assert backend.state.addresses == {"10.96.0.10"}
 
         await api.create(
