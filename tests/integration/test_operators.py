@@ -403,11 +403,12 @@ async def test_headless_service_gets_no_address(api: ApiClient, namespace: str) 
 
 
 async def test_an_orphaned_claim_is_swept_after_its_grace_period(api: ApiClient) -> None:
+    ip = await unclaimed_address(api, "10.96.3.250")
     body = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "IPAddress",
         "metadata": {
-            "name": "10.96.3.250",
+            "name": ip,
             "labels": {"ipaddress.kubernetes.io/managed-by": "ipallocator.minik8s.io"},
         },
         "spec": {
@@ -423,7 +424,7 @@ async def test_an_orphaned_claim_is_swept_after_its_grace_period(api: ApiClient)
 
     async def swept() -> None:
         with pytest.raises(NotFound):
-            await api.get("networking.k8s.io/v1", "ipaddresses", "10.96.3.250")
+            await api.get("networking.k8s.io/v1", "ipaddresses", ip)
 
     await eventually(swept, timeout=15)
 
