@@ -13,7 +13,6 @@ import shutil
 import ssl
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.poll import wait_for
 from tests.support.server import RunningApiserver, shared_apiserver
 
 __all__ = ["shared_apiserver"]
@@ -29,6 +29,7 @@ __all__ = ["shared_apiserver"]
 CONFIGS = "/apis/admissionregistration.k8s.io/v1"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 _names = itertools.count()
+HOLD_LIMIT_S = 60.0  # a held request is answered after this at the latest
 
 Answer = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -39,7 +40,9 @@ class WebhookServer:
     def __init__(self, answer: Answer, context: ssl.SSLContext | None = None) -> None:
         self.answer = answer
         self.requests: list[dict[str, Any]] = []
-        self.delay = 0.0
+        # cleared by a test: the webhook holds each request until it is set again
+        self.answering = threading.Event()
+        self.answering.set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,8 +50,7 @@ class WebhookServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 request = body["request"]
                 outer.requests.append({"path": self.path, **request})
-                if outer.delay:
-                    time.sleep(outer.delay)
+                outer.answering.wait(HOLD_LIMIT_S)
                 response = {"uid": request["uid"], **outer.answer(request)}
                 data = json.dumps(
                     {"apiVersion": body["apiVersion"], "kind": body["kind"], "response": response}
@@ -246,40 +248,58 @@ def test_status_writes_reach_only_rules_that_name_the_subresource(
 def test_a_slow_webhook_times_out_without_blocking_the_server(
     http: httpx.Client, webhook: WebhookServer, shared_apiserver: RunningApiserver
 ) -> None:
-    marker = unique("slow")
-    config = configure(
-        http,
-        "ValidatingWebhookConfiguration",
-        webhook.url,
-        resources=["configmaps"],
-        operations=["CREATE"],
-        marker=marker,
-        timeoutSeconds=1,
-    )
-    webhook.delay = 2.5
-    outcome: dict[str, Any] = {}
+    """No clock is read: the webhook holds its requests until the test lets it answer, so
+    "answered meanwhile" and "timed out" are states seen while the call is still held."""
+    patient, impatient = unique("slow"), unique("slow")
+    configs = [
+        configure(
+            http,
+            "ValidatingWebhookConfiguration",
+            webhook.url,
+            resources=["configmaps"],
+            operations=["CREATE"],
+            marker=marker,
+            timeoutSeconds=timeout,
+        )
+        for marker, timeout in ((patient, 30), (impatient, 1))
+    ]
 
-    def slow_create() -> None:
-        with httpx.Client(base_url=shared_apiserver.url, timeout=30) as other:
-            started = time.monotonic()
-            outcome["resp"] = other.post(CONFIGMAPS, json=configmap(unique("cm"), marker))
-            outcome["seconds"] = time.monotonic() - started
+    def create_in_background(marker: str) -> tuple[threading.Thread, dict[str, httpx.Response]]:
+        outcome: dict[str, httpx.Response] = {}
 
-    writer = threading.Thread(target=slow_create)
-    writer.start()
-    deadline = time.monotonic() + 5
-    while not webhook.requests and time.monotonic() < deadline:
-        time.sleep(0.01)
-    # While the webhook sleeps, the apiserver answers everyone else.
-    started = time.monotonic()
-    assert http.get("/api/v1/namespaces/default/configmaps").status_code == 200
-    assert time.monotonic() - started < 0.5
-    writer.join(10)
-    resp = outcome["resp"]
-    assert resp.status_code == 500, resp.text
-    assert "context deadline exceeded" in resp.json()["message"]
-    assert outcome["seconds"] < 2.5
-    http.delete(config)
+        def create() -> None:
+            with httpx.Client(base_url=shared_apiserver.url, timeout=HOLD_LIMIT_S * 2) as other:
+                outcome["resp"] = other.post(CONFIGMAPS, json=configmap(unique("cm"), marker))
+
+        writer = threading.Thread(target=create)
+        writer.start()
+        return writer, outcome
+
+    webhook.answering.clear()
+    try:
+        # While the webhook holds a create (for up to 30 s), the apiserver answers everyone
+        # else: the list comes back with that create still waiting for its webhook.
+        writer, outcome = create_in_background(patient)
+        wait_for(lambda: webhook.requests, what="the webhook to receive the create")
+        assert http.get(CONFIGMAPS).status_code == 200
+        assert "resp" not in outcome and writer.is_alive()
+        webhook.answering.set()
+        writer.join(HOLD_LIMIT_S)
+        assert outcome["resp"].status_code == 201, outcome["resp"].text
+
+        # With timeoutSeconds 1, a create whose webhook holds it fails with the deadline,
+        # while the webhook still holds it: the timeout, not the answer, ended the call.
+        webhook.answering.clear()
+        writer, outcome = create_in_background(impatient)
+        writer.join(HOLD_LIMIT_S / 2)
+        assert not writer.is_alive(), "the create outlived its webhook's 1 s timeout"
+        resp = outcome["resp"]
+        assert resp.status_code == 500, resp.text
+        assert "context deadline exceeded" in resp.json()["message"]
+    finally:
+        webhook.answering.set()
+    for config in configs:
+        http.delete(config)
 
 
 def test_namespace_selector_matches_the_namespace_labels(
