@@ -123,9 +123,14 @@ async def eventually(
 
 
 async def hello(address: str, port: int) -> str | None:
-    """GET over a fresh connection; the answering pod's name, or None on failure."""
+    """GET over a fresh connection; the answering pod's name, or None on failure.
+
+    Failures here are refusals, not waits (no route, or no listener: a reset), so the
+    timeout only bounds an answer slowed by a loaded machine: the round-robin samples
+    below count every answer, and a slow one must not read as a missing pod.
+    """
     try:
-        async with httpx.AsyncClient(timeout=2) as http:
+        async with httpx.AsyncClient(timeout=15) as http:
             response = await http.get(f"http://{address}:{port}/")
     except httpx.HTTPError:
         return None
