@@ -1,8 +1,9 @@
 """``minik8s up``: one command to a working cluster on the embedded store.
 
-Starts the apiserver on ``sqlite:<data-dir>/state.db``, writes ``<data-dir>/kubeconfig``
-and prints how to use it, then starts the operators (and the proxy, where it can run) as
-child processes pointed at that kubeconfig. Ctrl-C (or SIGTERM) stops everything: the
+Starts the apiserver on ``sqlite:<data-dir>/state.db``, writes ``<data-dir>/kubeconfig``,
+starts the operators (and the proxy, where it can run) as child processes pointed at that
+kubeconfig, and prints how to use it once the operators say they are ready (their webhook
+registered: from then on a Service has its ClusterIP in the create's response). Ctrl-C (or SIGTERM) stops everything: the
 components first, while the API still serves them (the operators take their webhook out of
 the admission configuration on the way out), then the apiserver; a component that has not
 stopped within ``STOP_GRACE_S`` is killed, and a second Ctrl-C stops at once.
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # imported by run(), after tune_gc(): the import is most of t
 logger = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0  # how long the components get to stop before they are killed
+OPERATORS_READY_S = 30.0  # how long the kubeconfig banner waits for the operators
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,12 +87,14 @@ def _proxy_wanted(mode: str) -> bool:
     return os.geteuid() == 0 and Path("/proc/net/ip_vs").exists()
 
 
-def _start_component(name: str, kubeconfig: Path, log_dir: Path) -> subprocess.Popen[bytes]:
+def _start_component(
+    name: str, kubeconfig: Path, log_dir: Path, *args: str
+) -> subprocess.Popen[bytes]:
     log_path = log_dir / f"{name}.log"
     env = dict(os.environ, KUBECONFIG=str(kubeconfig))
     with log_path.open("ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "minik8s", name],
+            [sys.executable, "-m", "minik8s", name, *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -153,6 +157,27 @@ def _server(config: uvicorn.Config, children: list[subprocess.Popen[bytes]]) -> 
     return UpServer(config, children)
 
 
+async def _operators_ready(
+    operators: subprocess.Popen[bytes], ready_file: Path, log: Path, serving: asyncio.Task[None]
+) -> None:
+    """Wait until the operators write ``ready_file``; warn (and go on) if they exit or do
+    not within OPERATORS_READY_S."""
+    deadline = time.monotonic() + OPERATORS_READY_S
+    while not await asyncio.to_thread(ready_file.exists):
+        if operators.poll() is not None:
+            logger.warning("the operators exited (%d); see %s", operators.returncode, log)
+            return
+        if serving.done() or time.monotonic() > deadline:
+            logger.warning(
+                "the operators are not ready after %.0f s (see %s): Services get their"
+                " ClusterIP once they are",
+                OPERATORS_READY_S,
+                log,
+            )
+            return
+        await asyncio.sleep(0.05)
+
+
 def run(args: argparse.Namespace) -> int:
     tune_gc()  # first: fewer collections while the imports build the models, too
     from apiserver.app import create_app, server_config
@@ -179,13 +204,24 @@ def run(args: argparse.Namespace) -> int:
             await serving
             return
         print(f"minik8s apiserver: {url} (store {store_url})", flush=True)
+        operators = None
+        if not args.no_operators and _has_module("operators.main"):
+            ready_file = data_dir / "operators.ready"
+            ready_file.unlink(missing_ok=True)
+            operators = _start_component(
+                "operators", kubeconfig, data_dir, "--ready-file", str(ready_file)
+            )
+            children.append(operators)
+        if _proxy_wanted(args.proxy):
+            children.append(_start_component("proxy", kubeconfig, data_dir))
+        if operators is not None:
+            # Announced once a Service gets its ClusterIP in the create's response, as on
+            # any Kubernetes: before the operators' webhook is registered, it gets one
+            # only a moment after it is stored.
+            await _operators_ready(operators, ready_file, data_dir / "operators.log", serving)
         print(f"kubeconfig: {kubeconfig}", flush=True)
         print(f"  export KUBECONFIG={kubeconfig}    # or: kubectl --kubeconfig {kubeconfig} ...")
         print("  kubectl get namespaces", flush=True)
-        if not args.no_operators and _has_module("operators.main"):
-            children.append(_start_component("operators", kubeconfig, data_dir))
-        if _proxy_wanted(args.proxy):
-            children.append(_start_component("proxy", kubeconfig, data_dir))
         await serving
 
     quiet_after_shutdown()

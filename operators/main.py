@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between sweeps of orphaned ClusterIP claims",
     )
     parser.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        help="write this file once the operators run and their webhook is registered"
+        " (minik8s up waits for it before it prints the kubeconfig)",
+    )
+    parser.add_argument(
         "--claim-grace",
         type=float,
         default=DEFAULT_CLAIM_GRACE,
@@ -146,13 +154,31 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 2
     try:
-        asyncio.run(serve(options))
+        asyncio.run(_serve_announcing(options, getattr(args, "ready_file", None)))
     except (KubeconfigError, InvalidServiceCIDR) as exc:
         logger.error("%s", exc)
         return 2
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+async def _serve_announcing(options: OperatorOptions, ready_file: Path | None) -> None:
+    """``serve``, writing ``ready_file`` (if given) once the operators are ready."""
+    if ready_file is None:
+        await serve(options)
+        return
+    ready = asyncio.Event()
+
+    async def announce() -> None:
+        await ready.wait()
+        await asyncio.to_thread(ready_file.write_text, "ready\n")
+
+    announcing = asyncio.create_task(announce(), name="operators-ready-file")
+    try:
+        await serve(options, ready)
+    finally:
+        announcing.cancel()
 
 
 async def serve(options: OperatorOptions, ready: asyncio.Event | None = None) -> None:

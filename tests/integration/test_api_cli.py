@@ -157,6 +157,38 @@ def test_up_writes_a_kubeconfig_and_stops_cleanly_with_a_watch_open(
     assert ended.wait(10)
 
 
+def test_up_prints_the_kubeconfig_once_a_service_gets_its_cluster_ip_at_once(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    args = ["up", "--data-dir", str(tmp_path), "--port", "0", "--proxy", "off"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minik8s", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    processes.append(proc)
+    assert proc.stdout is not None
+    banner = []
+    for line in proc.stdout:  # up prints it within its 30 s wait for the operators
+        banner.append(line.decode())
+        if line.startswith(b"kubeconfig:"):
+            break
+    assert banner and banner[-1].startswith("kubeconfig:"), banner
+    url = server_of(tmp_path / "kubeconfig")
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "at-once"},
+        "spec": {"ports": [{"port": 80}]},
+    }
+    created = httpx.post(f"{url}/api/v1/namespaces/default/services", json=service)
+    assert created.status_code == 201, created.text
+    assert re.fullmatch(r"10\.\d+\.\d+\.\d+", created.json()["spec"].get("clusterIP", ""))
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+
+
 def test_up_stops_the_operators_before_the_api_so_they_deregister_their_webhook(
     tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
