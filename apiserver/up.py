@@ -3,10 +3,12 @@
 Starts the apiserver on ``sqlite:<data-dir>/state.db``, writes ``<data-dir>/kubeconfig``,
 starts the operators (and the proxy, where it can run) as child processes pointed at that
 kubeconfig, and prints how to use it once the operators say they are ready (their webhook
-registered: from then on a Service has its ClusterIP in the create's response). Ctrl-C (or SIGTERM) stops everything: the
-components first, while the API still serves them (the operators take their webhook out of
-the admission configuration on the way out), then the apiserver; a component that has not
-stopped within ``STOP_GRACE_S`` is killed, and a second Ctrl-C stops at once.
+registered: from then on a Service has its ClusterIP in the create's response).
+
+Ctrl-C (or SIGTERM) stops everything: the components first, while the API still serves
+them (the operators take their webhook out of the admission configuration on the way
+out), then the apiserver; a component that has not stopped within ``STOP_GRACE_S`` is
+killed, and a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
