@@ -166,10 +166,12 @@ async def _operators_ready(
     not within OPERATORS_READY_S."""
     deadline = time.monotonic() + OPERATORS_READY_S
     while not await asyncio.to_thread(ready_file.exists):
+        if serving.done():  # shutting down (Ctrl-C while waiting): nothing to announce
+            return
         if operators.poll() is not None:
             logger.warning("the operators exited (%d); see %s", operators.returncode, log)
             return
-        if serving.done() or time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             logger.warning(
                 "the operators are not ready after %.0f s (see %s): Services get their"
                 " ClusterIP once they are",
@@ -221,9 +223,12 @@ def run(args: argparse.Namespace) -> int:
             # any Kubernetes: before the operators' webhook is registered, it gets one
             # only a moment after it is stored.
             await _operators_ready(operators, ready_file, data_dir / "operators.log", serving)
-        print(f"kubeconfig: {kubeconfig}", flush=True)
-        print(f"  export KUBECONFIG={kubeconfig}    # or: kubectl --kubeconfig {kubeconfig} ...")
-        print("  kubectl get namespaces", flush=True)
+        if not serving.done():
+            print(f"kubeconfig: {kubeconfig}", flush=True)
+            print(
+                f"  export KUBECONFIG={kubeconfig}    # or: kubectl --kubeconfig {kubeconfig} ..."
+            )
+            print("  kubectl get namespaces", flush=True)
         await serving
 
     quiet_after_shutdown()
